@@ -1,0 +1,35 @@
+//! `GET /<prefix>/health`: proves the component runs and reaches its database.
+
+use serde::Serialize;
+use spin_sdk::http::Response;
+
+use crate::{
+    db::{self, Db},
+    http,
+    problem::Problem,
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    status: &'static str,
+    component: &'static str,
+    version: &'static str,
+    schema_version: i32,
+}
+
+/// Reports the component and the newest migration applied to the database it uses.
+pub fn report(component: &'static str, version: &'static str) -> Result<Response, Problem> {
+    let db = Db::connect()?;
+    let row = db.query_one("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history", &[])?;
+    let schema_version: i32 = db::get(&row, 0)?;
+    Ok(http::json(
+        200,
+        &Health {
+            status: "ok",
+            component,
+            version,
+            schema_version,
+        },
+    ))
+}

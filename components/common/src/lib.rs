@@ -1,0 +1,11 @@
+//! Code every wasmpay component shares; compiled into each component, never called across
+//! components at run time.
+
+pub mod config;
+pub mod currency;
+pub mod db;
+pub mod health;
+pub mod http;
+pub mod money;
+pub mod problem;
+pub mod router;

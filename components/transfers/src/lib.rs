@@ -1,0 +1,14 @@
+//! The transfers component: its route table.
+
+use spin_sdk::{
+    http::{Request, Response},
+    http_component,
+};
+use wasmpay_common::{health, router::Router};
+
+#[http_component]
+fn handle(request: Request) -> Response {
+    Router::new()
+        .get("/transfers/health", |_, _| health::report("transfers", env!("CARGO_PKG_VERSION")))
+        .handle(&request)
+}

@@ -1,0 +1,10 @@
+//! Host bindings for the Spin capabilities in the platform contract (`wit/world.wit`).
+
+wasmtime::component::bindgen!({
+    path: "../../wit",
+    world: "wasmpay:platform/spin-capabilities",
+    imports: { default: async | trappable },
+    with: {
+        "spin:postgres/postgres.connection": crate::postgres::Connection,
+    },
+});

@@ -1,0 +1,68 @@
+//! `wasmpay-host`: serve a Spin application's wasi-http components on wasmtime, for local
+//! runs where the Spin CLI is not installed.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use wasmpay_host::{HostConfig, runtime_config};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The application manifest.
+    #[arg(long, short = 'f', default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Runtime config file; `static` and `env` variables providers are honoured.
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+    /// Set an application variable, as `spin up --variable name=value`.
+    #[arg(long = "variable", value_parser = parse_pair)]
+    variables: Vec<(String, String)>,
+    /// Run a component from another Wasm file: `id=path`.
+    #[arg(long = "component-source", value_parser = parse_pair)]
+    component_sources: Vec<(String, String)>,
+    /// Largest request body buffered for a component, in bytes.
+    #[arg(long, default_value_t = wasmpay_host::DEFAULT_MAX_REQUEST_BODY_BYTES)]
+    max_request_body_bytes: usize,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected name=value, got {text:?}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let providers = match &args.runtime_config_file {
+        Some(path) => runtime_config::load_providers(path)?,
+        None => Vec::new(),
+    };
+    let config = HostConfig {
+        manifest: args.manifest,
+        variables: args.variables.into_iter().collect::<BTreeMap<_, _>>(),
+        providers,
+        component_sources: args
+            .component_sources
+            .into_iter()
+            .map(|(id, path)| (id, PathBuf::from(path)))
+            .collect(),
+        listen: args.listen,
+        max_request_body_bytes: args.max_request_body_bytes,
+    };
+    let host = wasmpay_host::start(config).await.context("cannot start the application")?;
+    println!("Serving {}", host.url());
+    println!("Available Routes:");
+    for (route, component) in host.routes() {
+        println!("  {component}: {}{route}", host.url());
+    }
+    tokio::signal::ctrl_c().await?;
+    println!("Stopping");
+    host.stop().await;
+    Ok(())
+}

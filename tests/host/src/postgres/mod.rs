@@ -1,0 +1,227 @@
+//! `spin:postgres/postgres@4.0.0`, as Spin's factor-outbound-pg serves it: the address is
+//! checked against `allowed_outbound_hosts`, connections come from a deadpool pool per
+//! address (64 connections, "Clean" recycling), every statement goes through
+//! tokio-postgres's `query`/`execute` (prepare, then execute), and errors carry SQLSTATE.
+
+pub mod convert;
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, config::SslMode};
+use wasmtime::component::Resource;
+
+use crate::{
+    allowed_hosts::{AddressRefused, AllowedHost, check_postgres_address},
+    bindings::spin::postgres::postgres::{self as pg, DbError, Error as PgError, ParameterValue, QueryError, RowSet},
+    runtime::RequestState,
+    variables::{Resolver, Template},
+};
+
+/// A pooled connection handed to a guest; dropping it returns it to the pool.
+pub type Connection = deadpool_postgres::Object;
+
+const CONNECTION_POOL_SIZE: usize = 64;
+const CONNECTION_POOL_CACHE_CAPACITY: usize = 16;
+
+/// The pools of one application, keyed by the exact address string (as in Spin).
+#[derive(Default)]
+pub struct ClientFactory {
+    pools: Mutex<Vec<(String, Pool)>>,
+}
+
+impl ClientFactory {
+    async fn get_client(&self, address: &str) -> anyhow::Result<Connection> {
+        let pool = self.pool(address)?;
+        Ok(pool.get().await?)
+    }
+
+    fn pool(&self, address: &str) -> anyhow::Result<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(position) = pools.iter().position(|(a, _)| a == address) {
+            let entry = pools.remove(position);
+            let pool = entry.1.clone();
+            pools.push(entry);
+            return Ok(pool);
+        }
+        let pool = create_connection_pool(address).context("establishing PostgreSQL connection pool")?;
+        if pools.len() >= CONNECTION_POOL_CACHE_CAPACITY {
+            pools.remove(0);
+        }
+        pools.push((address.to_owned(), pool.clone()));
+        Ok(pool)
+    }
+}
+
+fn create_connection_pool(address: &str) -> anyhow::Result<Pool> {
+    let config: tokio_postgres::Config = address.parse()?;
+    // Spin negotiates TLS with native-tls unless sslmode=disable. This host speaks plaintext
+    // only (tokio-postgres then falls back from the default `prefer`); it refuses `require`
+    // rather than pretend.
+    anyhow::ensure!(
+        config.get_ssl_mode() != SslMode::Require,
+        "sslmode=require: TLS to Postgres is not supported by the wasmpay test host"
+    );
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        },
+    );
+    Ok(Pool::builder(manager).max_size(CONNECTION_POOL_SIZE).build()?)
+}
+
+/// What one request's instance needs to open connections.
+pub struct InstanceState {
+    factory: Arc<ClientFactory>,
+    allowed_host_templates: Arc<Vec<Template>>,
+    resolver: Arc<Resolver>,
+    /// Resolved on first use, once per request, like Spin's per-instance allow-list.
+    allowed_hosts: Option<Result<Vec<AllowedHost>, String>>,
+}
+
+impl InstanceState {
+    pub fn new(factory: Arc<ClientFactory>, allowed_host_templates: Arc<Vec<Template>>, resolver: Arc<Resolver>) -> Self {
+        Self {
+            factory,
+            allowed_host_templates,
+            resolver,
+            allowed_hosts: None,
+        }
+    }
+
+    fn allowed_hosts(&mut self) -> Result<&[AllowedHost], String> {
+        let resolver = &self.resolver;
+        let templates = &self.allowed_host_templates;
+        self.allowed_hosts
+            .get_or_insert_with(|| {
+                templates
+                    .iter()
+                    .map(|template| {
+                        let entry = resolver.resolve_template(template).map_err(|e| e.to_string())?;
+                        AllowedHost::parse(&entry).map_err(|e| format!("{e:#}"))
+                    })
+                    .collect()
+            })
+            .as_deref()
+            .map_err(Clone::clone)
+    }
+}
+
+fn query_failed(error: &tokio_postgres::Error) -> PgError {
+    let flattened = format!("{error:?}");
+    let query_error = match error.as_db_error() {
+        None => QueryError::Text(flattened),
+        Some(db) => {
+            let extras = [
+                ("column", db.column().map(str::to_owned)),
+                ("constraint", db.constraint().map(str::to_owned)),
+                ("routine", db.routine().map(str::to_owned)),
+                ("hint", db.hint().map(str::to_owned)),
+                ("table", db.table().map(str::to_owned)),
+                ("datatype", db.datatype().map(str::to_owned)),
+                ("schema", db.schema().map(str::to_owned)),
+                ("file", db.file().map(str::to_owned)),
+                ("line", db.line().map(|line| line.to_string())),
+                ("where_", db.where_().map(str::to_owned)),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|value| (name.to_owned(), value)))
+            .collect();
+            QueryError::DbError(DbError {
+                as_text: flattened,
+                severity: db.severity().to_owned(),
+                code: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                extras,
+            })
+        }
+    };
+    PgError::QueryFailed(query_error)
+}
+
+fn convert_parameters(params: &[ParameterValue]) -> anyhow::Result<Vec<convert::SqlParam>> {
+    params.iter().map(convert::to_sql_parameter).collect()
+}
+
+fn as_refs(params: &[convert::SqlParam]) -> Vec<&(dyn postgres_types::ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect()
+}
+
+impl pg::Host for RequestState {}
+
+impl pg::HostConnection for RequestState {
+    async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
+        let allowed = match self.postgres.allowed_hosts() {
+            Ok(allowed) => allowed,
+            Err(message) => return Ok(Err(PgError::Other(message))),
+        };
+        if let Err(refused) = check_postgres_address(&address, allowed) {
+            if let AddressRefused::NotPermitted(url) = &refused {
+                eprintln!(
+                    "A component tried to make an outbound network connection to disallowed destination 'postgres://{url}'.\n\
+                     To allow this request, add 'allowed_outbound_hosts = [\"postgres://{url}\"]' to the manifest component section."
+                );
+            }
+            return Ok(Err(PgError::ConnectionFailed(refused.to_string())));
+        }
+        let client = match self.postgres.factory.get_client(&address).await {
+            Ok(client) => client,
+            Err(e) => return Ok(Err(PgError::ConnectionFailed(format!("{e:#}")))),
+        };
+        match self.table.push(client) {
+            Ok(resource) => Ok(Ok(resource)),
+            Err(_) => Ok(Err(PgError::ConnectionFailed("too many connections".into()))),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<RowSet, PgError>> {
+        let params = match convert_parameters(&params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(PgError::BadParameter(format!("{e:#}")))),
+        };
+        let Ok(client) = self.table.get(&connection) else {
+            return Ok(Err(PgError::ConnectionFailed("no connection found".into())));
+        };
+        let rows = match client.query(&statement, &as_refs(&params)).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(query_failed(&e))),
+        };
+        let columns = convert::columns(&rows);
+        let converted: Result<Vec<_>, _> = rows.iter().map(convert::convert_row).collect();
+        Ok(match converted {
+            Ok(rows) => Ok(RowSet { columns, rows }),
+            Err(e) => Err(PgError::QueryFailed(QueryError::Text(e.to_string()))),
+        })
+    }
+
+    async fn execute(
+        &mut self,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, PgError>> {
+        let params = match convert_parameters(&params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(PgError::ValueConversionFailed(format!("{e:#}")))),
+        };
+        let Ok(client) = self.table.get(&connection) else {
+            return Ok(Err(PgError::ConnectionFailed("no connection found".into())));
+        };
+        Ok(client.execute(&statement, &as_refs(&params)).await.map_err(|e| query_failed(&e)))
+    }
+
+    async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
+        // Dropping the pooled object hands the connection back to its pool.
+        drop(self.table.delete(connection)?);
+        Ok(())
+    }
+}
