@@ -32,7 +32,7 @@ pub struct ClientFactory {
 }
 
 impl ClientFactory {
-    async fn get_client(&self, address: &str) -> anyhow::Result<Connection> {
+    pub async fn get_client(&self, address: &str) -> anyhow::Result<Connection> {
         let pool = self.pool(address)?;
         Ok(pool.get().await?)
     }
@@ -151,26 +151,61 @@ fn as_refs(params: &[convert::SqlParam]) -> Vec<&(dyn postgres_types::ToSql + Sy
     params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect()
 }
 
+/// `connection.open`: the allow-list check, then a connection from the address's pool.
+pub async fn open(
+    factory: &ClientFactory,
+    allowed_hosts: Result<&[AllowedHost], String>,
+    address: &str,
+) -> Result<Connection, PgError> {
+    let allowed = allowed_hosts.map_err(PgError::Other)?;
+    if let Err(refused) = check_postgres_address(address, allowed) {
+        if let AddressRefused::NotPermitted(url) = &refused {
+            eprintln!(
+                "A component tried to make an outbound network connection to disallowed destination 'postgres://{url}'.\n\
+                 To allow this request, add 'allowed_outbound_hosts = [\"postgres://{url}\"]' to the manifest component section."
+            );
+        }
+        return Err(PgError::ConnectionFailed(refused.to_string()));
+    }
+    factory
+        .get_client(address)
+        .await
+        .map_err(|e| PgError::ConnectionFailed(format!("{e:#}")))
+}
+
+/// `connection.query`: parameters that cannot be converted are a `bad-parameter`.
+pub async fn query(client: &Connection, statement: &str, params: &[ParameterValue]) -> Result<RowSet, PgError> {
+    let params = convert_parameters(params).map_err(|e| PgError::BadParameter(format!("{e:#}")))?;
+    let rows = client
+        .query(statement, &as_refs(&params))
+        .await
+        .map_err(|e| query_failed(&e))?;
+    let columns = convert::columns(&rows);
+    let rows = rows
+        .iter()
+        .map(convert::convert_row)
+        .collect::<Result<_, _>>()
+        .map_err(|e| PgError::QueryFailed(QueryError::Text(format!("{:#}", anyhow::Error::from(e)))))?;
+    Ok(RowSet { columns, rows })
+}
+
+/// `connection.execute`: parameters that cannot be converted are a `value-conversion-failed`.
+pub async fn execute(client: &Connection, statement: &str, params: &[ParameterValue]) -> Result<u64, PgError> {
+    let params = convert_parameters(params).map_err(|e| PgError::ValueConversionFailed(format!("{e:#}")))?;
+    client
+        .execute(statement, &as_refs(&params))
+        .await
+        .map_err(|e| query_failed(&e))
+}
+
 impl pg::Host for RequestState {}
 
 impl pg::HostConnection for RequestState {
     async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
-        let allowed = match self.postgres.allowed_hosts() {
-            Ok(allowed) => allowed,
-            Err(message) => return Ok(Err(PgError::Other(message))),
-        };
-        if let Err(refused) = check_postgres_address(&address, allowed) {
-            if let AddressRefused::NotPermitted(url) = &refused {
-                eprintln!(
-                    "A component tried to make an outbound network connection to disallowed destination 'postgres://{url}'.\n\
-                     To allow this request, add 'allowed_outbound_hosts = [\"postgres://{url}\"]' to the manifest component section."
-                );
-            }
-            return Ok(Err(PgError::ConnectionFailed(refused.to_string())));
-        }
-        let client = match self.postgres.factory.get_client(&address).await {
+        let factory = self.postgres.factory.clone();
+        let client = match open(&factory, self.postgres.allowed_hosts(), &address).await {
             Ok(client) => client,
-            Err(e) => return Ok(Err(PgError::ConnectionFailed(format!("{e:#}")))),
+            Err(e) => return Ok(Err(e)),
         };
         match self.table.push(client) {
             Ok(resource) => Ok(Ok(resource)),
@@ -184,23 +219,10 @@ impl pg::HostConnection for RequestState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, PgError>> {
-        let params = match convert_parameters(&params) {
-            Ok(params) => params,
-            Err(e) => return Ok(Err(PgError::BadParameter(format!("{e:#}")))),
-        };
-        let Ok(client) = self.table.get(&connection) else {
-            return Ok(Err(PgError::ConnectionFailed("no connection found".into())));
-        };
-        let rows = match client.query(&statement, &as_refs(&params)).await {
-            Ok(rows) => rows,
-            Err(e) => return Ok(Err(query_failed(&e))),
-        };
-        let columns = convert::columns(&rows);
-        let converted: Result<Vec<_>, _> = rows.iter().map(convert::convert_row).collect();
-        Ok(match converted {
-            Ok(rows) => Ok(RowSet { columns, rows }),
-            Err(e) => Err(PgError::QueryFailed(QueryError::Text(e.to_string()))),
-        })
+        match self.table.get(&connection) {
+            Ok(client) => Ok(query(client, &statement, &params).await),
+            Err(_) => Ok(Err(PgError::ConnectionFailed("no connection found".into()))),
+        }
     }
 
     async fn execute(
@@ -209,14 +231,10 @@ impl pg::HostConnection for RequestState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
-        let params = match convert_parameters(&params) {
-            Ok(params) => params,
-            Err(e) => return Ok(Err(PgError::ValueConversionFailed(format!("{e:#}")))),
-        };
-        let Ok(client) = self.table.get(&connection) else {
-            return Ok(Err(PgError::ConnectionFailed("no connection found".into())));
-        };
-        Ok(client.execute(&statement, &as_refs(&params)).await.map_err(|e| query_failed(&e)))
+        match self.table.get(&connection) {
+            Ok(client) => Ok(execute(client, &statement, &params).await),
+            Err(_) => Ok(Err(PgError::ConnectionFailed("no connection found".into()))),
+        }
     }
 
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {

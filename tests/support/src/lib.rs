@@ -1,0 +1,5 @@
+//! Fixtures shared by wasmpay's test suites. Nothing here imitates a service users run:
+//! the Postgres fixture runs the real server binaries.
+
+pub mod paths;
+pub mod postgres;

@@ -1,0 +1,46 @@
+//! Where the build put things. Tests run from `<target>/<profile>/deps/`, so the target
+//! directory is found from the test binary itself, whatever `CARGO_TARGET_DIR` says.
+
+use std::path::{Path, PathBuf};
+
+/// The repository root (holds `spin.toml`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+/// `<target>/<profile>`: where native binaries such as `bridge` are.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let deps = exe.parent().expect("the test binary is in a directory");
+    deps.parent().expect("deps/ has a parent").to_owned()
+}
+
+/// `<target>`.
+pub fn target_dir() -> PathBuf {
+    profile_dir().parent().expect("the profile directory has a parent").to_owned()
+}
+
+/// A native binary of the workspace, built by `cargo xtask build` (or `cargo build`).
+pub fn binary(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds it first",
+        path.display()
+    );
+    path
+}
+
+/// A component built for wasm32-wasip2 in release mode by `cargo xtask build` or `spin build`.
+pub fn component(name: &str) -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the components first",
+        path.display()
+    );
+    path
+}
