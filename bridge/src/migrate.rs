@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 refinery::embed_migrations!("../migrations");
 
 /// Advisory lock key shared by every `bridge migrate` ("wasmpay" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x7761_736d_7061_79;
+const MIGRATION_LOCK_KEY: i64 = 0x0077_6173_6d70_6179;
 
 /// Applies every pending migration; returns the versions applied by this call.
 pub async fn run(client: &mut Client) -> anyhow::Result<Vec<i32>> {

@@ -12,8 +12,12 @@ pub const TYPE_BASE: &str = "https://wasmpay.dev/problems/";
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// Boxed: a problem travels in every `Err` of the request path, which should stay small.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
+pub struct Problem(Box<Details>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct Details {
     status: u16,
     slug: &'static str,
     title: &'static str,
@@ -24,37 +28,37 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: u16, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Details {
             status,
             slug,
             title,
             detail: detail.into(),
             extensions: Map::new(),
             headers: Vec::new(),
-        }
+        }))
     }
 
     /// Adds a member next to the standard ones (RFC 9457 §3.2 extension members).
     pub fn with_extension(mut self, name: &str, value: Value) -> Self {
-        self.extensions.insert(name.to_owned(), value);
+        self.0.extensions.insert(name.to_owned(), value);
         self
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+        self.0.headers.push((name, value.into()));
         self
     }
 
     pub fn status(&self) -> u16 {
-        self.status
+        self.0.status
     }
 
     pub fn slug(&self) -> &'static str {
-        self.slug
+        self.0.slug
     }
 
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.0.detail
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -143,12 +147,13 @@ impl Problem {
     }
 
     pub fn to_json(&self) -> Value {
+        let details = &self.0;
         let mut body = Map::new();
-        body.insert("type".into(), json!(format!("{TYPE_BASE}{}", self.slug)));
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status));
-        body.insert("detail".into(), json!(self.detail));
-        for (name, value) in &self.extensions {
+        body.insert("type".into(), json!(format!("{TYPE_BASE}{}", details.slug)));
+        body.insert("title".into(), json!(details.title));
+        body.insert("status".into(), json!(details.status));
+        body.insert("detail".into(), json!(details.detail));
+        for (name, value) in &details.extensions {
             body.insert(name.clone(), value.clone());
         }
         Value::Object(body)
@@ -157,8 +162,8 @@ impl Problem {
     pub fn into_response(self) -> Response {
         let body = self.to_json().to_string();
         let mut builder = Response::builder();
-        builder.status(self.status).header("content-type", CONTENT_TYPE);
-        for (name, value) in self.headers {
+        builder.status(self.0.status).header("content-type", CONTENT_TYPE);
+        for (name, value) in self.0.headers {
             builder.header(name, value);
         }
         builder.body(body).build()
@@ -205,6 +210,6 @@ mod tests {
     fn method_not_allowed_names_the_allowed_methods() {
         let problem = Problem::method_not_allowed(&["GET", "DELETE"]);
         assert_eq!(problem.status(), 405);
-        assert_eq!(problem.headers, vec![("allow", "GET, DELETE".to_owned())]);
+        assert_eq!(problem.0.headers, vec![("allow", "GET, DELETE".to_owned())]);
     }
 }

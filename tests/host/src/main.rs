@@ -1,7 +1,7 @@
 //! `wasmpay-host`: serve a Spin application's wasi-http components on wasmtime, for local
 //! runs where the Spin CLI is not installed.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::Parser;
@@ -37,8 +37,17 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let providers = match &args.runtime_config_file {
         Some(path) => runtime_config::load_providers(path)?,
         None => Vec::new(),

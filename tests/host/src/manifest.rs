@@ -134,9 +134,11 @@ pub struct Component {
 impl Manifest {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let app_root = path
-            .parent()
-            .context("the manifest path has no directory")?
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let app_root = directory
             .canonicalize()
             .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
         Self::parse(&text, &app_root).with_context(|| format!("Failed to load Spin app from {:?}", path.display()))

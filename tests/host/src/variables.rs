@@ -158,7 +158,7 @@ impl Resolver {
         Ok(Self { variables, providers })
     }
 
-    fn from_providers(&self, name: &str) -> Result<Option<String>, VariableError> {
+    fn lookup(&self, name: &str) -> Result<Option<String>, VariableError> {
         for provider in &self.providers {
             if let Some(value) = provider.get(name)? {
                 return Ok(Some(value));
@@ -168,7 +168,7 @@ impl Resolver {
     }
 
     pub fn resolve_variable(&self, name: &str) -> Result<String, VariableError> {
-        if let Some(value) = self.from_providers(name)? {
+        if let Some(value) = self.lookup(name)? {
             return Ok(value);
         }
         match self.variables.get(name).and_then(|v| v.default.clone()) {
@@ -194,7 +194,7 @@ impl Resolver {
     pub fn ensure_required_resolvable(&self) -> anyhow::Result<()> {
         let mut unresolved = Vec::new();
         for (name, variable) in &self.variables {
-            if variable.default.is_none() && self.from_providers(name)?.is_none() {
+            if variable.default.is_none() && self.lookup(name)?.is_none() {
                 unresolved.push(name.as_str());
             }
         }

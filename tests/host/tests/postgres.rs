@@ -131,7 +131,7 @@ async fn parameters_bind_as_spin_binds_them() {
         ("SELECT $1::bytea", ParameterValue::Binary(vec![0, 255]), DbValue::Binary(vec![0, 255])),
     ];
     for (sql, param, value) in round_trips {
-        assert_eq!(single(&client, sql, &[param.clone()]).await.1, value, "{sql} with {param:?}");
+        assert_eq!(single(&client, sql, std::slice::from_ref(&param)).await.1, value, "{sql} with {param:?}");
     }
 }
 

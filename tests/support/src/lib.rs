@@ -1,5 +1,6 @@
 //! Fixtures shared by wasmpay's test suites. Nothing here imitates a service users run:
 //! the Postgres fixture runs the real server binaries.
 
+pub mod cluster;
 pub mod paths;
 pub mod postgres;

@@ -9,21 +9,20 @@
 
 use std::{
     fs,
-    net::TcpListener,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail, ensure};
 use tokio_postgres::NoTls;
 
-use crate::paths;
+use crate::{
+    cluster::{self, LocalCluster},
+    paths,
+};
 
 /// A PostgreSQL server the tests may create databases on.
 #[derive(Debug)]
@@ -185,59 +184,14 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---- the local cluster ------------------------------------------------------------------
+// ---- the per-process cluster --------------------------------------------------------------
 
 const CLUSTER_DIR_PREFIX: &str = "wasmpay-pg-";
 
-fn pg_bin_dir() -> anyhow::Result<PathBuf> {
-    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
-        return Ok(dir.into());
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .context("PostgreSQL server binaries not found in /usr/lib/postgresql (apt-get install postgresql, or set PG_BIN_DIR or DATABASE_URL)")?
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("postgres").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .context("no PostgreSQL server under /usr/lib/postgresql")
-}
+/// The running cluster and its directory, for the exit handler.
+static CLUSTER: Mutex<Option<(i32, PathBuf)>> = Mutex::new(None);
 
-/// Postgres refuses to run as root: as root, run it as the `postgres` user.
-fn cluster_owner() -> anyhow::Result<Option<(u32, u32)>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    // SAFETY: getpwnam is given a NUL-terminated name; the result is read before any other
-    // passwd lookup can overwrite it.
-    let entry = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
-    ensure!(
-        !entry.is_null(),
-        "running as root needs a `postgres` user to own the test cluster (it comes with the postgresql package)"
-    );
-    // SAFETY: checked non-null above.
-    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    Ok(Some((uid, gid)))
-}
-
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
-}
-
-fn postmaster_pid(data: &Path) -> Option<i32> {
-    fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
-}
-
-/// Removes clusters whose test process is gone (killed runs cannot clean up after
-/// themselves).
+/// Removes clusters whose test process is gone (a killed run cannot clean up after itself).
 fn sweep_stale_clusters() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -248,10 +202,10 @@ fn sweep_stale_clusters() {
             continue;
         };
         let Ok(owner) = owner.parse::<i32>() else { continue };
-        if process_alive(owner) {
+        if cluster::process_alive(owner) {
             continue;
         }
-        if let Some(pid) = postmaster_pid(&entry.path().join("data")) {
+        if let Some(pid) = cluster::postmaster_pid(&entry.path().join("data")) {
             // SAFETY: sending a signal has no memory-safety preconditions.
             unsafe { libc::kill(pid, libc::SIGQUIT) };
         }
@@ -259,122 +213,33 @@ fn sweep_stale_clusters() {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) -> &mut Command {
-    if let Some((uid, gid)) = owner {
-        command.uid(uid).gid(gid);
-    }
-    command
-}
-
-static CLUSTER: Mutex<Option<(i32, PathBuf)>> = Mutex::new(None);
-
 fn start_local_cluster() -> anyhow::Result<Server> {
     sweep_stale_clusters();
-    let bin = pg_bin_dir()?;
-    let owner = cluster_owner()?;
     let dir = std::env::temp_dir().join(format!("{CLUSTER_DIR_PREFIX}{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-    }
-    let data = dir.join("data");
-    let initdb = as_owner(&mut Command::new(bin.join("initdb")), owner)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions", "-D"])
-        .arg(&data)
-        .output()
-        .context("cannot run initdb")?;
-    ensure!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
-
-    let port = free_port()?;
-    let mut postgres = Command::new(bin.join("postgres"));
-    as_owner(&mut postgres, owner)
-        .arg("-D")
-        .arg(&data)
-        .args(["-p", &port.to_string(), "-k"])
-        .arg(&dir)
-        .args([
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", "max_connections=400",
-            // A throwaway cluster: durability buys nothing here.
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.join("postgres.log"))?);
-    let parent = std::process::id() as i32;
-    // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit).
-    unsafe {
-        postgres.pre_exec(move || {
-            // Dies with the test process, whatever kills it; set after the uid change,
-            // which clears it.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    // The parent-death signal follows the spawning *thread*: spawn from a thread that lives
-    // as long as the process (it waits for the server).
-    let (started, receive) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("postgres-fixture".into())
-        .spawn(move || match postgres.spawn() {
-            Ok(mut child) => {
-                let _ = started.send(Ok(child.id() as i32));
-                let _ = child.wait();
-            }
-            Err(e) => {
-                let _ = started.send(Err(e));
-            }
-        })?;
-    let pid = receive.recv()?.context("cannot start postgres")?;
-    *CLUSTER.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, dir.clone()));
+    let cluster = LocalCluster::start(
+        &dir,
+        cluster::free_port()?,
+        // A throwaway cluster: durability buys nothing here.
+        &["max_connections=400", "fsync=off", "synchronous_commit=off", "full_page_writes=off"],
+    )?;
+    *CLUSTER.lock().unwrap_or_else(|p| p.into_inner()) = Some((cluster.pid(), dir.clone()));
     // SAFETY: registering a plain extern "C" function.
-    unsafe { libc::atexit(stop_local_cluster) };
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-            .status()
-            .is_ok_and(|status| status.success());
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            let log = fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-            bail!("postgres did not become ready within 30 s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    unsafe { libc::atexit(remove_local_cluster) };
     Ok(Server {
         host: "127.0.0.1".into(),
-        port,
+        port: cluster.port(),
         user: "postgres".into(),
         password: None,
         local: Some(dir),
     })
 }
 
-/// At process exit: fast shutdown of the cluster, then remove its directory.
-extern "C" fn stop_local_cluster() {
+/// At process exit: shut the cluster down and remove its directory.
+extern "C" fn remove_local_cluster() {
     let Some((pid, dir)) = CLUSTER.lock().ok().and_then(|mut cluster| cluster.take()) else {
         return;
     };
-    // SAFETY: sending a signal has no memory-safety preconditions.
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dir.join("data/postmaster.pid").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cluster::stop(pid, &dir);
     let _ = fs::remove_dir_all(&dir);
 }

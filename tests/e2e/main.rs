@@ -1,0 +1,10 @@
+//! wasmpay's end-to-end tests. Run them with `cargo xtask test`, which builds the
+//! components (wasm32-wasip2) and the bridge first.
+
+mod app;
+mod openapi;
+
+mod contract;
+mod health;
+mod host;
+mod migrations;

@@ -1,0 +1,204 @@
+//! A PostgreSQL cluster run from the server binaries (`/usr/lib/postgresql/<v>/bin`, or
+//! `PG_BIN_DIR`): initialised on first use, run as the `postgres` user when this process is
+//! root (Postgres refuses root), and bound to this process's lifetime by a parent-death
+//! signal so a killed test run or `cargo xtask up` leaves no server behind.
+
+use std::{
+    fs,
+    net::TcpListener,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+
+pub struct LocalCluster {
+    pid: i32,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts the cluster in `dir` (its data in `dir/data`, initialised if absent, its log
+    /// in `dir/postgres.log`) on 127.0.0.1:`port` with extra `-c` settings.
+    pub fn start(dir: &Path, port: u16, settings: &[&str]) -> anyhow::Result<Self> {
+        let bin = pg_bin_dir()?;
+        let owner = cluster_owner()?;
+        fs::create_dir_all(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        }
+        let data = dir.join("data");
+        if !data.join("PG_VERSION").exists() {
+            let initdb = as_owner(&mut Command::new(bin.join("initdb")), owner)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions", "-D"])
+                .arg(&data)
+                .output()
+                .context("cannot run initdb")?;
+            ensure!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
+        }
+        let mut postgres = Command::new(bin.join("postgres"));
+        as_owner(&mut postgres, owner)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir)
+            .args(["-c", "listen_addresses=127.0.0.1"]);
+        for setting in settings {
+            postgres.args(["-c", setting]);
+        }
+        postgres
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("postgres.log"))?);
+        let parent = std::process::id() as i32;
+        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            postgres.pre_exec(move || {
+                // Set after the uid change, which clears it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        // The parent-death signal follows the spawning *thread*: spawn from a thread that
+        // lives as long as the server (it waits for it).
+        let (started, receive) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("postgres-cluster".into())
+            .spawn(move || match postgres.spawn() {
+                Ok(mut child) => {
+                    let _ = started.send(Ok(child.id() as i32));
+                    let _ = child.wait();
+                }
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                }
+            })?;
+        let pid = receive.recv()?.context("cannot start postgres")?;
+        let cluster = Self {
+            pid,
+            port,
+            dir: dir.to_owned(),
+        };
+        cluster.wait_ready(&bin)?;
+        Ok(cluster)
+    }
+
+    fn wait_ready(&self, bin: &Path) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .status()
+                .is_ok_and(|status| status.success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline || !process_alive(self.pid) {
+                let log = fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
+                bail!("postgres did not become ready:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Fast shutdown, waiting up to 10 s for the server to finish.
+    pub fn stop(&self) {
+        stop(self.pid, &self.dir);
+    }
+}
+
+/// Fast shutdown of the server `pid` whose cluster lives in `dir`.
+pub fn stop(pid: i32, dir: &Path) {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dir.join("data/postmaster.pid").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pg_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
+        return Ok(dir.into());
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .context(
+            "PostgreSQL server binaries not found in /usr/lib/postgresql \
+             (apt-get install postgresql, or set PG_BIN_DIR or DATABASE_URL)",
+        )?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .context("no PostgreSQL server under /usr/lib/postgresql")
+}
+
+/// Postgres refuses to run as root: as root, run it as the `postgres` user.
+fn cluster_owner() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    // SAFETY: getpwnam is given a NUL-terminated name; the result is read before any other
+    // passwd lookup can overwrite it.
+    let entry = unsafe { libc::getpwnam(c"postgres".as_ptr()) };
+    ensure!(
+        !entry.is_null(),
+        "running as root needs a `postgres` user to own the cluster (it comes with the postgresql package)"
+    );
+    // SAFETY: checked non-null above.
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) -> &mut Command {
+    if let Some((uid, gid)) = owner {
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+/// The pid in a cluster's `postmaster.pid`, if it is running.
+pub fn postmaster_pid(data: &Path) -> Option<i32> {
+    fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

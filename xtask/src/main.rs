@@ -1,0 +1,217 @@
+//! `cargo xtask <command>`:
+//!
+//! - `build`: the three components for wasm32-wasip2 (release) and the native binaries
+//!   (bridge, wasmpay-host).
+//! - `test [args…]`: `build`, then the whole test suite (`cargo test`, args passed on).
+//! - `up`: the platform on this machine: a local PostgreSQL in `.wasmpay/` (unless
+//!   `DATABASE_URL` is set), migrations, and the components under `spin up` when Spin is
+//!   installed, else under the wasmpay host. Ctrl-C stops everything it started.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, bail, ensure};
+use wasmpay_test_support::cluster::LocalCluster;
+
+const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
+const NATIVE: [&str; 2] = ["bridge", "wasmpay-host"];
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let outcome = match command.as_str() {
+        "build" => build(),
+        "test" => build().and_then(|()| test(&rest)),
+        "up" => up(),
+        _ => {
+            eprintln!("usage: cargo xtask <build | test [cargo test args…] | up>");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is in the repository").to_owned()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(repo_root());
+    command
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    ensure!(status.success(), "{command:?} failed ({status})");
+    Ok(())
+}
+
+fn step(message: &str) {
+    eprintln!("\x1b[1m==> {message}\x1b[0m");
+}
+
+/// The directory cargo builds into (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cannot run cargo metadata")?;
+    ensure!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(metadata["target_directory"].as_str().context("no target_directory")?.into())
+}
+
+fn build() -> anyhow::Result<()> {
+    step("building the components (wasm32-wasip2, release)");
+    let mut wasm = cargo();
+    wasm.args(["build", "--target", "wasm32-wasip2", "--release"]);
+    for component in COMPONENTS {
+        wasm.args(["-p", component]);
+    }
+    run(&mut wasm)?;
+    step("building the native binaries");
+    let mut native = cargo();
+    native.arg("build");
+    for package in NATIVE {
+        native.args(["-p", package]);
+    }
+    run(&mut native)
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    step("running the test suite");
+    run(cargo().arg("test").args(args))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Port of the local PostgreSQL started by `up`.
+fn local_pg_port() -> anyhow::Result<u16> {
+    match std::env::var("WASMPAY_PG_PORT") {
+        Ok(port) => port.parse().context("WASMPAY_PG_PORT must be a port number"),
+        Err(_) => Ok(54329),
+    }
+}
+
+fn up() -> anyhow::Result<()> {
+    let root = repo_root();
+    let listen = std::env::var("WASMPAY_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    // Ctrl-C reaches every process of the terminal's group; this process waits for its
+    // children to stop instead of dying first.
+    outlive_interrupts();
+
+    let (database_url, cluster) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (url, None),
+        _ => {
+            step("starting PostgreSQL in .wasmpay/postgres");
+            let cluster = LocalCluster::start(&root.join(".wasmpay/postgres"), local_pg_port()?, &[])?;
+            create_database(&cluster.url("postgres"), "wasmpay")?;
+            (cluster.url("wasmpay"), Some(cluster))
+        }
+    };
+    let outcome = serve(&root, &database_url, &listen);
+    if let Some(cluster) = cluster {
+        step("stopping PostgreSQL");
+        cluster.stop();
+    }
+    outcome
+}
+
+fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
+    let db_host = db_host(database_url)?;
+    let spin = on_path("spin");
+    if spin {
+        step("building with spin build");
+        run(Command::new("spin").arg("build").current_dir(root).env_remove("CARGO_TARGET_DIR"))?;
+        run(cargo().args(["build", "-p", "bridge"]))?;
+    } else {
+        build()?;
+    }
+    step("migrating the database");
+    let target = target_dir()?;
+    run(Command::new(target.join("debug/bridge"))
+        .arg("migrate")
+        .env("DATABASE_URL", database_url))?;
+
+    let mut server = if spin {
+        step(&format!("serving with spin up on http://{listen}"));
+        let mut command = Command::new("spin");
+        command.args(["up", "--listen", listen, "--runtime-config-file", "runtime-config.toml"]);
+        command
+    } else {
+        step(&format!("Spin is not installed: serving with the wasmpay host on http://{listen}"));
+        let mut command = Command::new(target.join("debug/wasmpay-host"));
+        command.args(["--listen", listen, "--runtime-config-file", "runtime-config.toml"]);
+        for component in COMPONENTS {
+            let wasm = target.join(format!("wasm32-wasip2/release/{component}.wasm"));
+            command.arg("--component-source").arg(format!("{component}={}", wasm.display()));
+        }
+        command
+    };
+    let mut child = server
+        .current_dir(root)
+        .env("SPIN_VARIABLE_DB_URL", database_url)
+        .env("SPIN_VARIABLE_DB_HOST", &db_host)
+        .spawn()
+        .context("cannot start the server")?;
+    // Announce the URL once it answers (or report that the server gave up).
+    while std::net::TcpStream::connect(listen).is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!("the server exited with {status} before listening");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("\nwasmpay is up at http://{listen}  (try: curl http://{listen}/auth/health)  Ctrl-C stops it\n");
+    let status = child.wait()?;
+    if !status.success() && status.code().is_some() {
+        bail!("the server exited with {status}");
+    }
+    Ok(())
+}
+
+/// `host:port` of a connection string, as `allowed_outbound_hosts` needs it.
+fn db_host(database_url: &str) -> anyhow::Result<String> {
+    let config: tokio_postgres::Config = database_url.parse().context("DATABASE_URL is not a connection string")?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => bail!("DATABASE_URL must name a TCP host"),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    Ok(format!("{host}:{port}"))
+}
+
+fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = wasmpay_test_support::postgres::connect(admin_url).await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if !exists {
+            client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Survives Ctrl-C so the children can be waited for. A handler (not SIG_IGN, which
+/// children would inherit) is reset to the default by exec, so every child still stops.
+fn outlive_interrupts() {
+    extern "C" fn noted(_: libc::c_int) {}
+    // SAFETY: the handler is async-signal-safe (it does nothing).
+    unsafe { libc::signal(libc::SIGINT, noted as *const () as libc::sighandler_t) };
+}
