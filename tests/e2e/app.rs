@@ -14,6 +14,14 @@ use crate::openapi::OpenApi;
 
 pub const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
 
+/// The JWT secret the tests run with (tests forge tokens with it).
+pub const JWT_SECRET: &str = "e2e-test-jwt-secret-0123456789abcdef";
+pub const JWT_ISSUER: &str = "wasmpay";
+pub const JWT_AUDIENCE: &str = "wasmpay-api";
+/// base64 of 32 bytes: the event sealing key (tests open sealed tokens with it).
+pub const EVENT_KEY: &str = "dGVzdC1ldmVudC1rZXktMzItYnl0ZXMtbG9uZyEhISE=";
+pub const EVENT_KEY_ID: &str = "test-key";
+
 pub struct TestApp {
     pub db: Database,
     pub host: RunningHost,
@@ -42,7 +50,12 @@ impl TestApp {
     pub fn config(db: &Database) -> HostConfig {
         let mut config = HostConfig::new(paths::repo_root().join("spin.toml"))
             .variable("db_url", db.url.clone())
-            .variable("db_host", server().host_port());
+            .variable("db_host", server().host_port())
+            .variable("jwt_secret", JWT_SECRET)
+            .variable("event_encryption_key", EVENT_KEY)
+            .variable("event_encryption_key_id", EVENT_KEY_ID)
+            // bcrypt's minimum: the tests exercise logic, the benchmark measures the real cost.
+            .variable("bcrypt_cost", "4");
         for component in COMPONENTS {
             config = config.component_source(component, paths::component(component));
         }

@@ -1,61 +1,69 @@
 //! The platform contract (`wit/world.wit`, world `component`): a built component may import
-//! only what the world imports and must export `wasi:http/incoming-handler`. Versions
-//! match as Spin and wasmtime link them: same package and interface, semver-compatible
-//! (same major, and same minor while the major is 0), no newer than the contract's.
+//! only what the world imports and must export `wasi:http/incoming-handler`. Interfaces
+//! match as Spin's and wasmtime's linkers match them: same package and interface, a
+//! semver-compatible version (same major, and same minor while the major is 0), and every
+//! function the component imports present in the contract's version of the interface.
 
-use std::path::Path;
+use std::{collections::BTreeSet, path::Path};
 
 use semver::Version;
 use wasmpay_test_support::paths;
-use wit_parser::{Resolve, WorldId};
+use wit_parser::{Resolve, WorldId, WorldItem};
 
 use crate::app::COMPONENTS;
 
-/// `ns:pkg/interface@version`.
+/// `ns:pkg/interface@version` and the functions used from it.
 #[derive(Debug, Clone, PartialEq)]
-struct InterfaceName {
+struct Interface {
     path: String,
     version: Option<Version>,
+    functions: BTreeSet<String>,
 }
 
-impl InterfaceName {
-    fn parse(name: &str) -> Option<Self> {
-        let (path, version) = match name.split_once('@') {
-            Some((path, version)) => (path, Some(Version::parse(version).ok()?)),
-            None => (name, None),
-        };
-        path.contains(':').then(|| Self {
-            path: path.to_owned(),
-            version,
-        })
-    }
-
-    /// Whether this (a component's) name is satisfied by `provided` (the contract's).
-    fn satisfied_by(&self, provided: &InterfaceName) -> bool {
+impl Interface {
+    fn compatible_with(&self, provided: &Interface) -> bool {
         if self.path != provided.path {
             return false;
         }
         match (&self.version, &provided.version) {
             (None, None) => true,
             (Some(wanted), Some(offered)) => {
-                wanted.major == offered.major && (wanted.major != 0 || wanted.minor == offered.minor) && wanted <= offered
+                wanted.major == offered.major && (wanted.major != 0 || wanted.minor == offered.minor)
             }
             _ => false,
         }
     }
 }
 
-struct Contract {
-    imports: Vec<InterfaceName>,
-    exports: Vec<InterfaceName>,
+/// The interfaces a world imports and exports; `Err` names a bare function or type item.
+fn world_interfaces(resolve: &Resolve, world: WorldId) -> (Vec<Result<Interface, String>>, Vec<Result<Interface, String>>) {
+    let world = &resolve.worlds[world];
+    let describe = |items: &wit_parser::IndexMap<wit_parser::WorldKey, WorldItem>| {
+        items
+            .iter()
+            .map(|(key, item)| {
+                let name = resolve.name_world_key(key);
+                let WorldItem::Interface { id, .. } = item else {
+                    return Err(name);
+                };
+                let (path, version) = match name.split_once('@') {
+                    Some((path, version)) => (path.to_owned(), Some(Version::parse(version).map_err(|_| name.clone())?)),
+                    None => (name.clone(), None),
+                };
+                Ok(Interface {
+                    path,
+                    version,
+                    functions: resolve.interfaces[*id].functions.keys().cloned().collect(),
+                })
+            })
+            .collect()
+    };
+    (describe(&world.imports), describe(&world.exports))
 }
 
-fn world_names(resolve: &Resolve, world: WorldId) -> (Vec<String>, Vec<String>) {
-    let world = &resolve.worlds[world];
-    let names = |items: &wit_parser::IndexMap<wit_parser::WorldKey, wit_parser::WorldItem>| {
-        items.keys().map(|key| resolve.name_world_key(key)).collect()
-    };
-    (names(&world.imports), names(&world.exports))
+struct Contract {
+    imports: Vec<Interface>,
+    exports: Vec<Interface>,
 }
 
 fn contract() -> Contract {
@@ -64,16 +72,16 @@ fn contract() -> Contract {
         .push_dir(paths::repo_root().join("wit"))
         .expect("wit/ parses");
     let world = resolve.select_world(&[package], Some("component")).expect("world `component`");
-    let (imports, exports) = world_names(&resolve, world);
-    let parse = |names: Vec<String>| {
-        names
-            .iter()
-            .map(|n| InterfaceName::parse(n).unwrap_or_else(|| panic!("contract names an interface: {n}")))
+    let (imports, exports) = world_interfaces(&resolve, world);
+    let only_interfaces = |items: Vec<Result<Interface, String>>| {
+        items
+            .into_iter()
+            .map(|item| item.unwrap_or_else(|name| panic!("the contract names an interface, not {name}")))
             .collect()
     };
     Contract {
-        imports: parse(imports),
-        exports: parse(exports),
+        imports: only_interfaces(imports),
+        exports: only_interfaces(exports),
     }
 }
 
@@ -85,18 +93,32 @@ fn violations(wasm: &[u8]) -> Vec<String> {
         Ok(_) => return vec!["not a component (a WIT package)".into()],
         Err(e) => return vec![format!("not a component: {e:#}")],
     };
-    let (imports, exports) = world_names(&resolve, world);
+    let (imports, exports) = world_interfaces(&resolve, world);
     let mut problems = Vec::new();
     for import in imports {
-        let allowed = InterfaceName::parse(&import)
-            .is_some_and(|name| contract.imports.iter().any(|provided| name.satisfied_by(provided)));
-        if !allowed {
-            problems.push(format!("imports {import}, which the platform world does not provide"));
+        let import = match import {
+            Ok(import) => import,
+            Err(name) => {
+                problems.push(format!("imports {name}, which is not an interface of the platform world"));
+                continue;
+            }
+        };
+        let shown = match &import.version {
+            Some(version) => format!("{}@{version}", import.path),
+            None => import.path.clone(),
+        };
+        match contract.imports.iter().find(|provided| import.compatible_with(provided)) {
+            None => problems.push(format!("imports {shown}, which the platform world does not provide")),
+            Some(provided) => {
+                for function in import.functions.difference(&provided.functions) {
+                    problems.push(format!("imports {shown} function {function}, which the platform world lacks"));
+                }
+            }
         }
     }
-    let exported: Vec<InterfaceName> = exports.iter().filter_map(|e| InterfaceName::parse(e)).collect();
+    let exported: Vec<Interface> = exports.into_iter().filter_map(Result::ok).collect();
     for required in &contract.exports {
-        if !exported.iter().any(|e| e.satisfied_by(required)) {
+        if !exported.iter().any(|e| e.compatible_with(required)) {
             problems.push(format!("does not export {}", required.path));
         }
     }
@@ -117,19 +139,19 @@ fn every_built_component_meets_the_platform_contract() {
 
 #[test]
 fn a_component_importing_outside_the_world_is_rejected() {
-    let outbound_http = wat::parse_str(
+    let outside = wat::parse_str(
         r#"(component
             (import "wasi:http/outgoing-handler@0.2.6" (instance))
-            (import "wasi:io/streams@0.2.9" (instance))
             (import "wasi:random/random@0.3.0" (instance))
+            (import "wasi:random/insecure@0.2.9" (instance (export "get-frobnicated-bytes" (func))))
         )"#,
     )
     .unwrap();
-    let problems = violations(&outbound_http);
+    let problems = violations(&outside);
     for expected in [
-        "imports wasi:http/outgoing-handler@0.2.6",
-        "imports wasi:io/streams@0.2.9",
-        "imports wasi:random/random@0.3.0",
+        "imports wasi:http/outgoing-handler@0.2.6, which the platform world does not provide",
+        "imports wasi:random/random@0.3.0, which the platform world does not provide",
+        "imports wasi:random/insecure@0.2.9 function get-frobnicated-bytes",
         "does not export wasi:http/incoming-handler",
     ] {
         assert!(problems.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {problems:#?}");
@@ -137,10 +159,18 @@ fn a_component_importing_outside_the_world_is_rejected() {
 }
 
 #[test]
-fn older_compatible_versions_meet_the_contract() {
-    let older = InterfaceName::parse("wasi:io/streams@0.2.0").unwrap();
-    let contract = InterfaceName::parse("wasi:io/streams@0.2.6").unwrap();
-    assert!(older.satisfied_by(&contract));
-    assert!(!contract.satisfied_by(&older), "a newer import than the host offers is refused");
-    assert!(!InterfaceName::parse("wasi:io/poll@0.2.0").unwrap().satisfied_by(&contract));
+fn any_compatible_version_meets_the_contract() {
+    let interface = |name: &str| {
+        let (path, version) = name.split_once('@').unwrap();
+        Interface {
+            path: path.to_owned(),
+            version: Some(Version::parse(version).unwrap()),
+            functions: BTreeSet::new(),
+        }
+    };
+    let contract = interface("wasi:io/streams@0.2.6");
+    assert!(interface("wasi:io/streams@0.2.0").compatible_with(&contract));
+    assert!(interface("wasi:io/streams@0.2.12").compatible_with(&contract), "linkers match any 0.2.x");
+    assert!(!interface("wasi:io/streams@0.3.0").compatible_with(&contract));
+    assert!(!interface("wasi:io/poll@0.2.6").compatible_with(&contract));
 }

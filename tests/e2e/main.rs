@@ -3,8 +3,10 @@
 
 mod app;
 mod openapi;
+mod users;
 
 mod contract;
 mod health;
 mod host;
+mod identity;
 mod migrations;

@@ -143,7 +143,12 @@ impl OpenApi {
         if schema.is_null() {
             root["allOf"] = serde_json::json!([true]);
         }
-        let validator = Arc::new(jsonschema::validator_for(&root).map_err(|e| format!("invalid schema for {key}: {e}"))?);
+        let validator = Arc::new(
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&root)
+                .map_err(|e| format!("invalid schema for {key}: {e}"))?,
+        );
         validators.insert(key.to_owned(), validator.clone());
         Ok(validator)
     }

@@ -161,6 +161,9 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         }
         command
     };
+    for (name, value) in local_secrets(root)? {
+        server.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
+    }
     let mut child = server
         .current_dir(root)
         .env("SPIN_VARIABLE_DB_URL", database_url)
@@ -180,6 +183,34 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         bail!("the server exited with {status}");
     }
     Ok(())
+}
+
+/// The secrets a local run needs, generated once into `.wasmpay/secrets` (mode 0600) unless
+/// the environment already provides them.
+fn local_secrets(root: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+
+    use base64::Engine;
+    let path = root.join(".wasmpay/secrets");
+    if !path.exists() {
+        let mut random = [0u8; 64];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let contents = format!(
+            "jwt_secret={}\nevent_encryption_key={}\n",
+            hex(&random[..32]),
+            base64::engine::general_purpose::STANDARD.encode(&random[32..])
+        );
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        std::io::Write::write_all(&mut file, contents.as_bytes())?;
+    }
+    Ok(std::fs::read_to_string(&path)?
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())).is_err())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect())
 }
 
 /// `host:port` of a connection string, as `allowed_outbound_hosts` needs it.

@@ -107,6 +107,13 @@ impl Db {
     }
 }
 
+/// A JSON document as a `jsonb` parameter.
+pub fn jsonb<T: serde::Serialize>(value: &T) -> Result<ParameterValue, DbError> {
+    serde_json::to_vec(value)
+        .map(ParameterValue::Jsonb)
+        .map_err(|e| DbError::Other(format!("cannot encode a JSON parameter: {e}")))
+}
+
 /// Decodes column `column` of a row.
 pub fn get<T: Decode>(row: &[DbValue], column: usize) -> Result<T, DbError> {
     let value = row.get(column).ok_or_else(|| DbError::Decode {

@@ -1,0 +1,152 @@
+//! The caller's own account: `GET /users/me`, `PATCH /users/me {fullName}`,
+//! `POST /users/me/password {currentPassword, newPassword}`.
+
+use serde::Deserialize;
+use spin_sdk::http::{Request, Response};
+use uuid::Uuid;
+use wasmpay_common::{
+    auth,
+    db::{self, Db},
+    http,
+    problem::{FieldError, Problem},
+    router::Params,
+};
+
+use crate::{
+    login::{record_failure, throttled},
+    secrets::{Password, email_key_hash, verify_password},
+    settings::Settings,
+    users::{USER_COLUMNS, UserView, parse_full_name},
+};
+
+fn user_gone() -> Problem {
+    Problem::not_found("the user of this access token no longer exists")
+}
+
+pub fn get(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let db = Db::connect()?;
+    let row = db
+        .query_opt(&format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $1"), &[caller.user_id.into()])?
+        .ok_or_else(user_gone)?;
+    Ok(http::json(200, &UserView::from_row(&row, 0)?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileChanges {
+    #[serde(default)]
+    full_name: Option<String>,
+}
+
+pub fn update(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let changes: ProfileChanges = http::json_body(request)?;
+    let full_name = match changes.full_name.as_deref().map(parse_full_name) {
+        Some(Ok(name)) => name,
+        Some(Err(message)) => return Err(FieldError::new("fullName", message).into()),
+        None => return Err(FieldError::new("fullName", "is required").into()),
+    };
+    let db = Db::connect()?;
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE identity.users u SET full_name = $2, updated_at = now() AT TIME ZONE 'UTC'
+                 WHERE u.id = $1
+                 RETURNING {USER_COLUMNS}"
+            ),
+            &[caller.user_id.into(), full_name.into()],
+        )?
+        .ok_or_else(user_gone)?;
+    Ok(http::json(200, &UserView::from_row(&row, 0)?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordChange {
+    #[serde(default)]
+    current_password: Option<String>,
+    #[serde(default)]
+    new_password: Option<String>,
+}
+
+/// Changes the password after checking the current one (throttled like logins), ends
+/// every other session and records `user.password_changed`.
+pub fn change_password(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let change: PasswordChange = http::json_body(request)?;
+    let Some(current) = change.current_password else {
+        return Err(FieldError::new("currentPassword", "is required").into());
+    };
+    let new_password = match change.new_password.map(Password::parse) {
+        Some(Ok(password)) if password.as_str() == current => {
+            return Err(FieldError::new("newPassword", "must differ from the current password").into());
+        }
+        Some(Ok(password)) => password,
+        Some(Err(message)) => return Err(FieldError::new("newPassword", message).into()),
+        None => return Err(FieldError::new("newPassword", "is required").into()),
+    };
+    let settings = Settings::load()?;
+    let db = Db::connect()?;
+    let account = db
+        .query_opt(
+            "SELECT u.password_hash, u.email_key,
+                    (SELECT count(*) FROM identity.login_failures f
+                     WHERE f.email_key = sha256(convert_to(u.email_key, 'UTF8'))
+                       AND f.failed_at > (now() AT TIME ZONE 'UTC') - $2::int8 * interval '1 second'),
+                    (SELECT ceil(extract(epoch FROM f.failed_at + $2::int8 * interval '1 second'
+                                                     - (now() AT TIME ZONE 'UTC')))::int8
+                     FROM identity.login_failures f
+                     WHERE f.email_key = sha256(convert_to(u.email_key, 'UTF8'))
+                     ORDER BY f.failed_at DESC
+                     OFFSET $3::int8 - 1 LIMIT 1)
+             FROM identity.users u WHERE u.id = $1",
+            &[
+                caller.user_id.into(),
+                settings.login_failure_window_secs.into(),
+                settings.login_max_failures.into(),
+            ],
+        )?
+        .ok_or_else(user_gone)?;
+    let stored_hash: String = db::get(&account, 0)?;
+    let throttle_key = email_key_hash(&db::get::<String>(&account, 1)?);
+    if db::get::<i64>(&account, 2)? >= settings.login_max_failures {
+        return Err(throttled(db::get(&account, 3)?));
+    }
+    if !verify_password(&current, Some(&stored_hash), settings.bcrypt_cost) {
+        record_failure(&db, throttle_key, settings.login_failure_window_secs)?;
+        return Err(Problem::forbidden(
+            "current-password-incorrect",
+            "Current password incorrect",
+            "the current password is incorrect",
+        ));
+    }
+    let new_hash = new_password.hash(settings.bcrypt_cost)?;
+    db.execute(
+        "WITH u AS (
+             UPDATE identity.users
+             SET password_hash = $2, updated_at = now() AT TIME ZONE 'UTC'
+             WHERE id = $1
+             RETURNING id, email, full_name, updated_at
+         ), others AS (
+             UPDATE identity.sessions
+             SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'password-changed'
+             WHERE user_id = $1 AND id <> $3 AND revoked_at IS NULL
+         ), cleared AS (
+             DELETE FROM identity.login_failures WHERE email_key = $4
+         )
+         INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+         SELECT $5, 'identity', id::text, 'user.password_changed',
+                jsonb_build_object('userId', id, 'email', email, 'fullName', full_name,
+                                   'changedAt', to_char(updated_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
+         FROM u",
+        &[
+            caller.user_id.into(),
+            new_hash.into(),
+            caller.session_id.into(),
+            throttle_key.into(),
+            Uuid::now_v7().into(),
+        ],
+    )?;
+    Ok(http::no_content())
+}

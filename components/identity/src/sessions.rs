@@ -1,0 +1,243 @@
+//! Sessions and their tokens: a login starts a session with a short-lived access token and
+//! a single-use refresh token; refreshing rotates it; presenting a rotated refresh token
+//! again revokes the whole session (it leaked).
+//!
+//! - `POST /auth/refresh {refreshToken}`
+//! - `POST /auth/logout` · `GET /auth/sessions` · `DELETE /auth/sessions/{id}`
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+use spin_sdk::http::{Request, Response};
+use uuid::Uuid;
+use wasmpay_common::{
+    auth::{self, JwtConfig, Principal},
+    db::{self, Db},
+    http,
+    problem::{FieldError, Problem},
+    router::Params,
+    time,
+};
+
+use crate::{
+    secrets::{new_token, token_hash},
+    settings::Settings,
+    users::{USER_COLUMNS, UserView},
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenPair {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    refresh_token: String,
+}
+
+fn token_pair(principal: Principal, refresh_token: String, settings: &Settings) -> Result<TokenPair, Problem> {
+    let jwt = JwtConfig::load()?;
+    Ok(TokenPair {
+        access_token: auth::issue(&jwt, principal, time::unix_now(), settings.access_ttl_secs)?,
+        token_type: "Bearer",
+        expires_in: settings.access_ttl_secs,
+        refresh_token,
+    })
+}
+
+fn ttl_param(secs: u64) -> spin_sdk::pg4::ParameterValue {
+    i64::try_from(secs).unwrap_or(i64::MAX).into()
+}
+
+/// Longest User-Agent kept with a session.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Starts a session after a successful login and clears the address's failure count.
+pub fn start(
+    db: &Db,
+    user_id: Uuid,
+    request: &Request,
+    settings: &Settings,
+    throttle_key: Vec<u8>,
+) -> Result<(TokenPair, UserView), Problem> {
+    let session_id = Uuid::now_v7();
+    let refresh = new_token()?;
+    let user_agent: Option<String> = request
+        .header("user-agent")
+        .map(|v| v.clone().into_utf8_lossy().chars().take(MAX_USER_AGENT_CHARS).collect());
+    let row = db.query_one(
+        &format!(
+            "WITH cleared AS (
+                 DELETE FROM identity.login_failures WHERE email_key = $1
+             ), s AS (
+                 INSERT INTO identity.sessions (id, user_id, user_agent) VALUES ($2, $3, $4) RETURNING id
+             ), t AS (
+                 INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
+                 SELECT $5, id, (now() AT TIME ZONE 'UTC') + $6::int8 * interval '1 second' FROM s
+             )
+             SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $3"
+        ),
+        &[
+            throttle_key.into(),
+            session_id.into(),
+            user_id.into(),
+            user_agent.into(),
+            refresh.hash.into(),
+            ttl_param(settings.refresh_ttl_secs),
+        ],
+    )?;
+    let principal = Principal { user_id, session_id };
+    Ok((token_pair(principal, refresh.raw, settings)?, UserView::from_row(&row, 0)?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+fn invalid_refresh_token(detail: &str) -> Problem {
+    Problem::new(401, "invalid-refresh-token", "Invalid refresh token", detail)
+        .with_header("www-authenticate", "Bearer realm=\"wasmpay\", error=\"invalid_token\"")
+}
+
+pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let body: RefreshBody = http::json_body(request)?;
+    let presented = match body.refresh_token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() && token.len() <= 128 => token.to_owned(),
+        Some(_) => return Err(invalid_refresh_token("this refresh token is not valid")),
+        None => return Err(FieldError::new("refreshToken", "is required").into()),
+    };
+    let settings = Settings::load()?;
+    let successor = new_token()?;
+    let db = Db::connect()?;
+    let outcome = db.query_opt(
+        "WITH presented AS (
+             SELECT t.token_hash, t.session_id, s.user_id, t.rotated_at, s.revoked_at,
+                    t.expires_at <= (now() AT TIME ZONE 'UTC') AS expired
+             FROM identity.refresh_tokens t
+             JOIN identity.sessions s ON s.id = t.session_id
+             WHERE t.token_hash = $1
+             FOR UPDATE OF t, s
+         ), rotated AS (
+             UPDATE identity.refresh_tokens t SET rotated_at = now() AT TIME ZONE 'UTC'
+             FROM presented p
+             WHERE t.token_hash = p.token_hash AND p.rotated_at IS NULL AND p.revoked_at IS NULL AND NOT p.expired
+             RETURNING t.session_id
+         ), successor AS (
+             INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
+             SELECT $2, session_id, (now() AT TIME ZONE 'UTC') + $3::int8 * interval '1 second' FROM rotated
+         ), touched AS (
+             UPDATE identity.sessions s SET last_used_at = now() AT TIME ZONE 'UTC'
+             FROM rotated r WHERE s.id = r.session_id
+         ), reused AS (
+             UPDATE identity.sessions s
+             SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'refresh-token-reuse'
+             FROM presented p
+             WHERE s.id = p.session_id AND p.rotated_at IS NOT NULL AND p.revoked_at IS NULL
+         )
+         SELECT CASE
+                    WHEN EXISTS (SELECT 1 FROM rotated) THEN 'rotated'
+                    WHEN p.revoked_at IS NOT NULL THEN 'revoked'
+                    WHEN p.rotated_at IS NOT NULL THEN 'reused'
+                    ELSE 'expired'
+                END,
+                p.session_id, p.user_id
+         FROM presented p",
+        &[token_hash(&presented).into(), successor.hash.into(), ttl_param(settings.refresh_ttl_secs)],
+    )?;
+    let Some(row) = outcome else {
+        return Err(invalid_refresh_token("this refresh token is not valid"));
+    };
+    match db::get::<String>(&row, 0)?.as_str() {
+        "rotated" => {
+            let principal = Principal {
+                session_id: db::get(&row, 1)?,
+                user_id: db::get(&row, 2)?,
+            };
+            Ok(http::json(200, &token_pair(principal, successor.raw, &settings)?))
+        }
+        "reused" => Err(invalid_refresh_token(
+            "this refresh token was already used; the session has been revoked, sign in again",
+        )),
+        "revoked" => Err(invalid_refresh_token("this session has ended; sign in again")),
+        _ => Err(invalid_refresh_token("this refresh token has expired; sign in again")),
+    }
+}
+
+pub fn logout(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let db = Db::connect()?;
+    db.execute(
+        "UPDATE identity.sessions
+         SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'logout'
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        &[caller.session_id.into(), caller.user_id.into()],
+    )?;
+    Ok(http::no_content())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    id: Uuid,
+    user_agent: Option<String>,
+    created_at: String,
+    last_used_at: String,
+    current: bool,
+}
+
+#[derive(Serialize)]
+struct SessionList {
+    sessions: Vec<SessionView>,
+}
+
+/// Most sessions listed; older ones are still revocable by id.
+const MAX_LISTED_SESSIONS: i64 = 100;
+
+pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        "SELECT s.id, s.user_agent, s.created_at, s.last_used_at
+         FROM identity.sessions s
+         WHERE s.user_id = $1 AND s.revoked_at IS NULL
+           AND EXISTS (SELECT 1 FROM identity.refresh_tokens t
+                       WHERE t.session_id = s.id AND t.rotated_at IS NULL
+                         AND t.expires_at > (now() AT TIME ZONE 'UTC'))
+         ORDER BY s.last_used_at DESC
+         LIMIT $2",
+        &[caller.user_id.into(), MAX_LISTED_SESSIONS.into()],
+    )?;
+    let sessions = rows
+        .rows
+        .iter()
+        .map(|row| {
+            let id: Uuid = db::get(row, 0)?;
+            Ok(SessionView {
+                id,
+                user_agent: db::get(row, 1)?,
+                created_at: time::rfc3339(db::get::<NaiveDateTime>(row, 2)?),
+                last_used_at: time::rfc3339(db::get::<NaiveDateTime>(row, 3)?),
+                current: id == caller.session_id,
+            })
+        })
+        .collect::<Result<_, db::DbError>>()?;
+    Ok(http::json(200, &SessionList { sessions }))
+}
+
+pub fn revoke(request: &Request, params: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let not_found = || Problem::not_found("no active session with this id");
+    let session_id: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let db = Db::connect()?;
+    let revoked = db.execute(
+        "UPDATE identity.sessions
+         SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'revoked-by-user'
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        &[session_id.into(), caller.user_id.into()],
+    )?;
+    if revoked == 0 {
+        return Err(not_found());
+    }
+    Ok(http::no_content())
+}

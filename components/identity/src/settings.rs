@@ -1,0 +1,56 @@
+//! The identity component's variables (declared in spin.toml, documented in the README).
+
+use wasmpay_common::config::{self, ConfigError};
+use wasmpay_sealed::Key;
+
+pub struct Settings {
+    pub bcrypt_cost: u32,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub verification_ttl_secs: u64,
+    pub resend_interval_secs: u64,
+    pub login_max_failures: i64,
+    pub login_failure_window_secs: i64,
+}
+
+/// bcrypt's own bounds on the cost factor.
+const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+
+impl Settings {
+    pub fn load() -> Result<Self, ConfigError> {
+        let bcrypt_cost = config::parsed("bcrypt_cost")?;
+        if !BCRYPT_COSTS.contains(&bcrypt_cost) {
+            return Err(ConfigError::Invalid {
+                name: "bcrypt_cost",
+                reason: "must be between 4 and 31".into(),
+            });
+        }
+        let login_max_failures: i64 = config::parsed("login_max_failures")?;
+        if login_max_failures < 1 {
+            return Err(ConfigError::Invalid {
+                name: "login_max_failures",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            bcrypt_cost,
+            access_ttl_secs: config::parsed("jwt_access_ttl_secs")?,
+            refresh_ttl_secs: config::parsed("refresh_token_ttl_secs")?,
+            verification_ttl_secs: config::parsed("verification_token_ttl_secs")?,
+            resend_interval_secs: config::parsed("verification_resend_interval_secs")?,
+            login_max_failures,
+            login_failure_window_secs: config::parsed("login_failure_window_secs")?,
+        })
+    }
+}
+
+/// The key that seals secrets inside events (`event_encryption_key`, base64 of 32 bytes,
+/// named by `event_encryption_key_id`).
+pub fn event_key() -> Result<Key, ConfigError> {
+    let id = config::text("event_encryption_key_id")?;
+    let key = config::text("event_encryption_key")?;
+    Key::from_base64(&id, &key).map_err(|e| ConfigError::Invalid {
+        name: "event_encryption_key",
+        reason: e.to_string(),
+    })
+}
