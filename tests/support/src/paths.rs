@@ -1,5 +1,6 @@
-//! Where the build put things. Tests run from `<target>/<profile>/deps/`, so the target
-//! directory is found from the test binary itself, whatever `CARGO_TARGET_DIR` says.
+//! Where the build put things, found from the running binary itself (tests run from
+//! `<target>/<profile>/deps/`, binaries from `<target>/<profile>/`), whatever
+//! `CARGO_TARGET_DIR` says.
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +14,12 @@ pub fn repo_root() -> PathBuf {
 
 /// `<target>/<profile>`: where native binaries such as `bridge` are.
 pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let deps = exe.parent().expect("the test binary is in a directory");
-    deps.parent().expect("deps/ has a parent").to_owned()
+    let exe = std::env::current_exe().expect("the running binary has a path");
+    let dir = exe.parent().expect("the running binary is in a directory");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().expect("deps/ has a parent").to_owned(),
+        _ => dir.to_owned(),
+    }
 }
 
 /// `<target>`.
