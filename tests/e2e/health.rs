@@ -40,7 +40,7 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
     unknown.expect(404);
     assert_eq!(unknown.problem(), "not-found");
 
-    let wrong_method = app.delete("/accounts/health").undocumented().send().await;
+    let wrong_method = app.delete("/transfers/health").undocumented().send().await;
     wrong_method.expect(405);
     assert_eq!(wrong_method.problem(), "method-not-allowed");
     assert_eq!(wrong_method.header("allow"), Some("GET"));

@@ -5,6 +5,7 @@ mod app;
 mod openapi;
 mod users;
 
+mod accounts;
 mod contract;
 mod health;
 mod host;

@@ -1,0 +1,52 @@
+//! How a wallet appears in responses, and the columns that make it.
+
+use chrono::NaiveDateTime;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use spin_sdk::pg4::DbValue;
+use uuid::Uuid;
+use wasmpay_common::{
+    currency::Currency,
+    db::{self, DbError},
+    money::format_amount,
+    time,
+};
+
+/// `a.` columns, in the order [`AccountView::from_row`] reads them.
+pub const ACCOUNT_COLUMNS: &str = "a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at";
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub id: Uuid,
+    pub currency: String,
+    /// At the currency's scale: "0.00" USD, "0" VND, "0.000" BHD.
+    pub balance: String,
+    pub status: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<String>,
+}
+
+impl AccountView {
+    pub fn from_row(row: &[DbValue]) -> Result<Self, DbError> {
+        let code: String = db::get(row, 1)?;
+        let currency = Currency::parse(&code).map_err(|e| DbError::Decode {
+            column: 1,
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            id: db::get(row, 0)?,
+            currency: code,
+            balance: format_amount(db::get::<Decimal>(row, 2)?, currency),
+            status: db::get(row, 3)?,
+            created_at: time::rfc3339(db::get::<NaiveDateTime>(row, 4)?),
+            closed_at: db::get::<Option<NaiveDateTime>>(row, 5)?.map(time::rfc3339),
+        })
+    }
+}
+
+/// A wallet id from the path; anything that is not a UUID cannot name a wallet (404).
+pub fn parse_id(text: Option<&str>) -> Option<Uuid> {
+    text.and_then(|id| id.parse().ok())
+}

@@ -1,0 +1,83 @@
+//! `POST /accounts {currency}`: opens a wallet, creating the currency's settlement account
+//! on first use, with the `account.opened` event in the same statement.
+
+use serde::Deserialize;
+use spin_sdk::http::{Request, Response};
+use uuid::Uuid;
+use wasmpay_common::{
+    auth, config,
+    currency::Currency,
+    db::{Db, sqlstate},
+    http,
+    problem::{FieldError, Problem},
+    router::Params,
+};
+
+use crate::account::{ACCOUNT_COLUMNS, AccountView};
+
+#[derive(Deserialize)]
+struct OpenBody {
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+/// `allowed_currencies`: comma-separated ISO codes this deployment accepts; empty = all.
+fn currency_allowed(currency: Currency) -> Result<bool, Problem> {
+    let allowed = config::text("allowed_currencies")?;
+    let codes: Vec<&str> = allowed.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
+    Ok(codes.is_empty() || codes.iter().any(|code| code.eq_ignore_ascii_case(currency.code())))
+}
+
+pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let body: OpenBody = http::json_body(request)?;
+    let currency = match body.currency.as_deref().map(Currency::parse) {
+        Some(Ok(currency)) => currency,
+        Some(Err(e)) => return Err(FieldError::new("currency", e.to_string()).into()),
+        None => return Err(FieldError::new("currency", "is required").into()),
+    };
+    if !currency_allowed(currency)? {
+        return Err(Problem::unprocessable(
+            "currency-not-supported",
+            "Currency not supported",
+            format!("this deployment does not hold {currency}"),
+        ));
+    }
+    let account_id = Uuid::now_v7();
+    let db = Db::connect()?;
+    let opened = db.query_opt(
+        &format!(
+            "WITH settlement AS (
+                 INSERT INTO accounts.accounts (id, kind, currency)
+                 VALUES (gen_random_uuid(), 'settlement', $3)
+                 ON CONFLICT DO NOTHING
+             ), a AS (
+                 INSERT INTO accounts.accounts (id, kind, owner_id, currency)
+                 VALUES ($1, 'user', $2, $3)
+                 ON CONFLICT DO NOTHING
+                 RETURNING *
+             ), event AS (
+                 INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+                 SELECT $4, 'accounts', id::text, 'account.opened',
+                        jsonb_build_object('accountId', id, 'ownerId', owner_id, 'currency', currency)
+                 FROM a
+             )
+             SELECT {ACCOUNT_COLUMNS} FROM a"
+        ),
+        &[account_id.into(), caller.user_id.into(), currency.code().to_owned().into(), Uuid::now_v7().into()],
+    );
+    let opened = match opened {
+        Err(e) if e.sqlstate() == Some(sqlstate::FOREIGN_KEY_VIOLATION) => {
+            return Err(Problem::not_found("the user of this access token no longer exists"));
+        }
+        other => other?,
+    };
+    let Some(row) = opened else {
+        return Err(Problem::conflict(
+            "account-exists",
+            "Wallet already open",
+            format!("you already have an active {currency} wallet"),
+        ));
+    };
+    Ok(http::json(201, &AccountView::from_row(&row)?))
+}

@@ -1,0 +1,46 @@
+//! `GET /accounts/me` (every wallet of the caller, newest first) and `GET /accounts/{id}`.
+//! Another user's wallet, or an id that is not a UUID, is a 404: no existence leak.
+
+use serde::Serialize;
+use spin_sdk::http::{Request, Response};
+use wasmpay_common::{auth, db::Db, http, problem::Problem, router::Params};
+
+use crate::account::{ACCOUNT_COLUMNS, AccountView, parse_id};
+
+#[derive(Serialize)]
+struct AccountList {
+    accounts: Vec<AccountView>,
+}
+
+/// Most wallets listed; a user holds one active wallet per currency, so this is plenty.
+const MAX_LISTED_ACCOUNTS: i64 = 500;
+
+pub fn mine(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        &format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a
+             WHERE a.owner_id = $1 AND a.kind = 'user'
+             ORDER BY a.created_at DESC, a.id DESC
+             LIMIT $2"
+        ),
+        &[caller.user_id.into(), MAX_LISTED_ACCOUNTS.into()],
+    )?;
+    let accounts = rows.rows.iter().map(|row| AccountView::from_row(row)).collect::<Result<_, _>>()?;
+    Ok(http::json(200, &AccountList { accounts }))
+}
+
+pub fn one(request: &Request, params: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let not_found = || Problem::not_found("no wallet with this id");
+    let id = parse_id(params.get("id")).ok_or_else(not_found)?;
+    let db = Db::connect()?;
+    let row = db
+        .query_opt(
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2"),
+            &[id.into(), caller.user_id.into()],
+        )?
+        .ok_or_else(not_found)?;
+    Ok(http::json(200, &AccountView::from_row(&row)?))
+}
