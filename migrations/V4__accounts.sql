@@ -9,8 +9,10 @@ CREATE TABLE accounts.accounts (
     kind       TEXT NOT NULL CHECK (kind IN ('user', 'settlement')),
     -- The owning user; settlement accounts belong to the platform.
     owner_id   UUID REFERENCES identity.users (id),
-    -- ISO 4217 code; the component validates it (and its minor-unit scale) against ISO data.
+    -- ISO 4217 code and its minor-unit scale (USD 2, VND 0, BHD 3), both taken from ISO
+    -- data by the accounts component; the engine refuses amounts finer than the scale.
     currency   TEXT NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    scale      SMALLINT NOT NULL CHECK (scale BETWEEN 0 AND 4),
     -- 28 digits fit rust_decimal (and so Spin's NUMERIC mapping); 4 decimals fit every ISO
     -- 4217 minor unit.
     balance    NUMERIC(28, 4) NOT NULL DEFAULT 0,
@@ -27,7 +29,8 @@ CREATE TABLE accounts.accounts (
     CONSTRAINT closed_has_time CHECK ((status = 'closed') = (closed_at IS NOT NULL)),
     -- Closing needs a zero balance, and no posting can move a closed wallet off zero.
     CONSTRAINT closed_is_empty CHECK (status = 'active' OR balance = 0),
-    CONSTRAINT settlement_never_closes CHECK (kind = 'user' OR status = 'active')
+    CONSTRAINT settlement_never_closes CHECK (kind = 'user' OR status = 'active'),
+    CONSTRAINT balance_within_scale CHECK (balance = round(balance, scale))
 );
 
 -- One active wallet per user and currency; a closed one may be followed by a new one.

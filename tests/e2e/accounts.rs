@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::{
     app::TestApp,
+    money::deposit,
     users::{User, claims, forge, hs256, jwt_secret, newest_event, now_secs, signed_up},
 };
 
@@ -43,14 +44,8 @@ async fn a_non_empty_balance_renders_at_the_currency_scale() {
     let user = signed_up(&app, "render").await;
     let usd = open_wallet(&app, &user, "USD").await;
     let bhd = open_wallet(&app, &user, "BHD").await;
-    let sql = app.sql().await;
-    // Balances are the engine's to change; here only the rendering is under test.
-    sql.execute("UPDATE accounts.accounts SET balance = 12.5 WHERE id = $1::text::uuid", &[&usd["id"].as_str().unwrap()])
-        .await
-        .unwrap();
-    sql.execute("UPDATE accounts.accounts SET balance = 1.25 WHERE id = $1::text::uuid", &[&bhd["id"].as_str().unwrap()])
-        .await
-        .unwrap();
+    deposit(&app, &user, usd["id"].as_str().unwrap(), "12.5").await.expect(201);
+    deposit(&app, &user, bhd["id"].as_str().unwrap(), "1.25").await.expect(201);
     let usd = app.get(&format!("/accounts/{}", usd["id"].as_str().unwrap())).bearer(&user.access).send().await;
     assert_eq!(usd.json()["balance"], "12.50");
     let bhd = app.get(&format!("/accounts/{}", bhd["id"].as_str().unwrap())).bearer(&user.access).send().await;
@@ -133,11 +128,7 @@ async fn only_an_empty_wallet_closes_and_a_new_one_may_follow() {
     let user = signed_up(&app, "close").await;
     let full = open_wallet(&app, &user, "USD").await;
     let empty = open_wallet(&app, &user, "EUR").await;
-    app.sql()
-        .await
-        .execute("UPDATE accounts.accounts SET balance = 1 WHERE id = $1::text::uuid", &[&full["id"].as_str().unwrap()])
-        .await
-        .unwrap();
+    deposit(&app, &user, full["id"].as_str().unwrap(), "1").await.expect(201);
 
     let refused = app.delete(&format!("/accounts/{}", full["id"].as_str().unwrap())).bearer(&user.access).send().await;
     refused.expect(409);

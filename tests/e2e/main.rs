@@ -2,12 +2,15 @@
 //! components (wasm32-wasip2) and the bridge first.
 
 mod app;
+mod money;
 mod openapi;
 mod users;
 
 mod accounts;
+mod concurrency;
 mod contract;
 mod health;
 mod host;
 mod identity;
 mod migrations;
+mod transfers;

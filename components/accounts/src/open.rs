@@ -48,12 +48,12 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     let opened = db.query_opt(
         &format!(
             "WITH settlement AS (
-                 INSERT INTO accounts.accounts (id, kind, currency)
-                 VALUES (gen_random_uuid(), 'settlement', $3)
+                 INSERT INTO accounts.accounts (id, kind, currency, scale)
+                 VALUES (gen_random_uuid(), 'settlement', $3, $5)
                  ON CONFLICT DO NOTHING
              ), a AS (
-                 INSERT INTO accounts.accounts (id, kind, owner_id, currency)
-                 VALUES ($1, 'user', $2, $3)
+                 INSERT INTO accounts.accounts (id, kind, owner_id, currency, scale)
+                 VALUES ($1, 'user', $2, $3, $5)
                  ON CONFLICT DO NOTHING
                  RETURNING *
              ), event AS (
@@ -64,7 +64,13 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
              )
              SELECT {ACCOUNT_COLUMNS} FROM a"
         ),
-        &[account_id.into(), caller.user_id.into(), currency.code().to_owned().into(), Uuid::now_v7().into()],
+        &[
+            account_id.into(),
+            caller.user_id.into(),
+            currency.code().to_owned().into(),
+            Uuid::now_v7().into(),
+            i16::try_from(currency.scale()).unwrap_or(i16::MAX).into(),
+        ],
     );
     let opened = match opened {
         Err(e) if e.sqlstate() == Some(sqlstate::FOREIGN_KEY_VIOLATION) => {

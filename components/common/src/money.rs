@@ -23,27 +23,58 @@ pub enum MoneyError {
     TooPrecise { currency: &'static str, scale: u32 },
     #[error("is too large")]
     TooLarge,
+    #[error("allows at most 4 decimal places")]
+    TooPreciseForAnyCurrency,
 }
 
 /// Longest digit string accepted; `rust_decimal` and Spin's NUMERIC mapping hold 28 digits.
 const MAX_DIGITS: usize = 28;
+/// No ISO 4217 currency has a finer minor unit, and the ledger keeps 4 decimals.
+pub const MAX_SCALE: u32 = 4;
+/// The ledger's NUMERIC(28, 4): at most 24 digits before the point.
+const MAX_WHOLE_DIGITS: usize = 24;
+
+/// Parses a positive `"12.34"`-style amount whose currency is not known yet (the ledger
+/// checks it against the wallet's scale). Signs, exponents, spaces and separators are
+/// refused; so is anything finer than any currency's minor unit.
+pub fn parse_amount(text: &str) -> Result<Decimal, MoneyError> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (text, None),
+    };
+    let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only(whole) || fraction.is_some_and(|f| !digits_only(f)) {
+        return Err(MoneyError::Malformed);
+    }
+    if whole.len() + fraction.map_or(0, str::len) > MAX_DIGITS {
+        return Err(MoneyError::TooLarge);
+    }
+    let amount = Decimal::from_str(text).map_err(|_| MoneyError::Malformed)?.normalize();
+    if amount.trunc().to_string().len() > MAX_WHOLE_DIGITS {
+        return Err(MoneyError::TooLarge);
+    }
+    if amount.scale() > MAX_SCALE {
+        return Err(MoneyError::TooPreciseForAnyCurrency);
+    }
+    if amount <= Decimal::ZERO {
+        return Err(MoneyError::NotPositive);
+    }
+    Ok(amount)
+}
 
 impl Money {
-    /// Parses `"12.34"`-style text. Signs, exponents, spaces and separators are refused; a
-    /// value with more decimals than the currency allows is an error, not a rounding.
+    /// Parses `"12.34"`-style text. A value with more decimals than the currency allows is
+    /// an error, not a rounding.
     pub fn parse(text: &str, currency: Currency) -> Result<Self, MoneyError> {
-        let (whole, fraction) = match text.split_once('.') {
-            Some((whole, fraction)) => (whole, Some(fraction)),
-            None => (text, None),
+        let amount = match parse_amount(text) {
+            Err(MoneyError::TooPreciseForAnyCurrency) => {
+                return Err(MoneyError::TooPrecise {
+                    currency: currency.code(),
+                    scale: currency.scale(),
+                });
+            }
+            other => other?,
         };
-        let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits_only(whole) || fraction.is_some_and(|f| !digits_only(f)) {
-            return Err(MoneyError::Malformed);
-        }
-        if whole.len() + fraction.map_or(0, str::len) > MAX_DIGITS {
-            return Err(MoneyError::TooLarge);
-        }
-        let amount = Decimal::from_str(text).map_err(|_| MoneyError::Malformed)?.normalize();
         if amount.scale() > currency.scale() {
             return Err(MoneyError::TooPrecise {
                 currency: currency.code(),
@@ -124,6 +155,15 @@ mod tests {
         assert_eq!(Money::parse("0", usd()), Err(MoneyError::NotPositive));
         assert_eq!(Money::parse("0.00", usd()), Err(MoneyError::NotPositive));
         assert_eq!(Money::parse(&"9".repeat(29), usd()), Err(MoneyError::TooLarge));
+        assert_eq!(Money::parse(&"9".repeat(25), usd()), Err(MoneyError::TooLarge), "beyond NUMERIC(28, 4)");
+    }
+
+    #[test]
+    fn amounts_without_a_currency_stop_at_four_decimals() {
+        assert_eq!(parse_amount("1.2345").unwrap().to_string(), "1.2345");
+        assert_eq!(parse_amount("1.23450").unwrap().to_string(), "1.2345");
+        assert_eq!(parse_amount("1.23456"), Err(MoneyError::TooPreciseForAnyCurrency));
+        assert_eq!(parse_amount("0"), Err(MoneyError::NotPositive));
     }
 
     #[test]

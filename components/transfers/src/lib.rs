@@ -1,4 +1,14 @@
-//! The transfers component: its route table.
+//! The transfers component: the double-entry engine. This file is its route table; each
+//! money movement is one call of a ledger function (migrations/V5__ledger.sql).
+
+mod history;
+mod idempotency;
+mod posting;
+mod refund;
+mod settings;
+mod settlement;
+mod transfer;
+mod view;
 
 use spin_sdk::{
     http::{Request, Response},
@@ -10,5 +20,11 @@ use wasmpay_common::{health, router::Router};
 fn handle(request: Request) -> Response {
     Router::new()
         .get("/transfers/health", |_, _| health::report("transfers", env!("CARGO_PKG_VERSION")))
+        .post("/transfers", transfer::handle)
+        .get("/transfers/:id", view::handle)
+        .post("/transfers/:id/refunds", refund::handle)
+        .post("/deposits", settlement::deposit)
+        .post("/withdrawals", settlement::withdraw)
+        .get("/accounts/:id/transactions", history::handle)
         .handle(&request)
 }

@@ -1,0 +1,233 @@
+//! `GET /accounts/{id}/transactions?limit&cursor&from&to`: a wallet's postings, newest
+//! first, for its owner only.
+//!
+//! Pages follow the wallet's version, which each posting increments under the wallet's
+//! row lock: versions grow in commit order, so postings arriving while a client pages only
+//! ever appear before its first page, never between pages. The cursor is opaque.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::NaiveDateTime;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use spin_sdk::{
+    http::{Request, Response},
+    pg4::ParameterValue,
+};
+use uuid::Uuid;
+use wasmpay_common::{
+    auth,
+    db::{self, Db},
+    http,
+    problem::{FieldError, Problem},
+    router::Params,
+    time,
+};
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+const CURSOR_PREFIX: &str = "v1:";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Counterparty {
+    account_id: Uuid,
+    name: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Transaction {
+    id: String,
+    transfer_id: Uuid,
+    kind: &'static str,
+    /// Signed: negative left the wallet.
+    amount: String,
+    balance_after: String,
+    counterparty: Option<Counterparty>,
+    description: Option<String>,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page {
+    transactions: Vec<Transaction>,
+    next_cursor: Option<String>,
+}
+
+struct Query {
+    limit: i64,
+    before_version: Option<i64>,
+    from: Option<NaiveDateTime>,
+    to: Option<NaiveDateTime>,
+}
+
+fn encode_cursor(version: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{version}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    text.strip_prefix(CURSOR_PREFIX)?.parse().ok().filter(|v| *v > 0)
+}
+
+fn parse_query(query: &str) -> Result<Query, Problem> {
+    let mut parsed = Query {
+        limit: DEFAULT_LIMIT,
+        before_version: None,
+        from: None,
+        to: None,
+    };
+    let mut errors = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "limit" => match value.parse::<i64>() {
+                Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => parsed.limit = limit,
+                _ => errors.push(FieldError::new("limit", "must be an integer from 1 to 100")),
+            },
+            "cursor" => match decode_cursor(&value) {
+                Some(version) => parsed.before_version = Some(version),
+                None => errors.push(FieldError::new("cursor", "is not a cursor this API returned")),
+            },
+            "from" | "to" => match time::parse_rfc3339(&value) {
+                Some(at) if name == "from" => parsed.from = Some(at),
+                Some(at) => parsed.to = Some(at),
+                None => errors.push(FieldError::new(name.as_ref(), "must be an RFC 3339 date-time")),
+            },
+            _ => {}
+        }
+    }
+    if let (Some(from), Some(to)) = (parsed.from, parsed.to)
+        && from >= to
+    {
+        errors.push(FieldError::new("to", "must be after from"));
+    }
+    if errors.is_empty() { Ok(parsed) } else { Err(Problem::validation(errors)) }
+}
+
+fn kind(transfer_kind: &str, amount: Decimal) -> &'static str {
+    let incoming = amount > Decimal::ZERO;
+    match (transfer_kind, incoming) {
+        ("transfer", true) => "transfer-in",
+        ("transfer", false) => "transfer-out",
+        ("refund", true) => "refund-in",
+        ("refund", false) => "refund-out",
+        ("deposit", _) => "deposit",
+        _ => "withdrawal",
+    }
+}
+
+fn render(amount: Decimal, scale: u32) -> String {
+    let mut rendered = amount;
+    rendered.rescale(scale);
+    rendered.to_string()
+}
+
+pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let not_found = || Problem::not_found("no wallet with this id");
+    let wallet: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let query = parse_query(request.query())?;
+    let db = Db::connect()?;
+    let rows = db.query(
+        "SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
+                other.account_id, other_wallet.kind, u.full_name, t.description, e.created_at,
+                e.account_version
+         FROM accounts.accounts w
+         LEFT JOIN LATERAL (
+             SELECT * FROM ledger.entries e
+             WHERE e.account_id = w.id
+               AND ($3::int8 IS NULL OR e.account_version < $3::int8)
+               AND ($4::timestamp IS NULL OR e.created_at >= $4::timestamp)
+               AND ($5::timestamp IS NULL OR e.created_at < $5::timestamp)
+             ORDER BY e.account_version DESC
+             LIMIT $6
+         ) e ON true
+         LEFT JOIN ledger.transfers t ON t.id = e.transfer_id
+         LEFT JOIN ledger.entries other ON other.transfer_id = e.transfer_id AND other.id <> e.id
+         LEFT JOIN accounts.accounts other_wallet ON other_wallet.id = other.account_id
+         LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
+         WHERE w.id = $1 AND w.owner_id = $2 AND w.kind = 'user'
+         ORDER BY e.account_version DESC",
+        &[
+            wallet.into(),
+            caller.user_id.into(),
+            query.before_version.map_or(ParameterValue::DbNull, Into::into),
+            query.from.map_or(ParameterValue::DbNull, Into::into),
+            query.to.map_or(ParameterValue::DbNull, Into::into),
+            (query.limit + 1).into(),
+        ],
+    )?;
+    let Some(first) = rows.rows.first() else {
+        return Err(not_found());
+    };
+    let scale = u32::try_from(db::get::<i16>(first, 0)?).unwrap_or(0);
+    let mut transactions = Vec::new();
+    let mut versions = Vec::new();
+    for row in &rows.rows {
+        let Some(entry_id) = db::get::<Option<i64>>(row, 1)? else {
+            break;
+        };
+        let amount: Decimal = db::get(row, 4)?;
+        let transfer_kind: String = db::get(row, 3)?;
+        let counterparty_kind: String = db::get(row, 7)?;
+        transactions.push(Transaction {
+            id: entry_id.to_string(),
+            transfer_id: db::get(row, 2)?,
+            kind: kind(&transfer_kind, amount),
+            amount: render(amount, scale),
+            balance_after: render(db::get(row, 5)?, scale),
+            counterparty: (counterparty_kind == "user")
+                .then(|| {
+                    Ok::<_, db::DbError>(Counterparty {
+                        account_id: db::get(row, 6)?,
+                        name: db::get(row, 8)?,
+                    })
+                })
+                .transpose()?,
+            description: db::get(row, 9)?,
+            created_at: time::rfc3339(db::get(row, 10)?),
+        });
+        versions.push(db::get::<i64>(row, 11)?);
+    }
+    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+    let next_cursor = if transactions.len() > limit {
+        transactions.truncate(limit);
+        versions.get(limit - 1).map(|version| encode_cursor(*version))
+    } else {
+        None
+    };
+    Ok(http::json(200, &Page { transactions, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_forgeries() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("42"), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("v1:-3")), None);
+        assert_eq!(decode_cursor("%%%"), None);
+    }
+
+    #[test]
+    fn query_parameters_are_checked() {
+        let query = parse_query("limit=5&from=2026-01-01T00%3A00%3A00%2B01%3A00").unwrap();
+        assert_eq!(query.limit, 5);
+        assert_eq!(query.from.map(time::rfc3339).as_deref(), Some("2025-12-31T23:00:00.000000Z"));
+        for bad in ["limit=0", "limit=101", "limit=x", "cursor=abc", "from=yesterday", "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z"] {
+            assert!(parse_query(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entries_are_named_by_direction() {
+        assert_eq!(kind("transfer", Decimal::ONE), "transfer-in");
+        assert_eq!(kind("transfer", -Decimal::ONE), "transfer-out");
+        assert_eq!(kind("refund", -Decimal::ONE), "refund-out");
+        assert_eq!(kind("deposit", Decimal::ONE), "deposit");
+        assert_eq!(kind("withdrawal", -Decimal::ONE), "withdrawal");
+    }
+}

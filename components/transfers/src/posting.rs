@@ -1,0 +1,112 @@
+//! Running a posting: one call of a ledger function, retried if Postgres reports a
+//! serialization failure or deadlock (the call changed nothing then), and turning its
+//! result into the response — the same status and body on a replay.
+
+use spin_sdk::{http::Response, pg4::ParameterValue};
+use wasmpay_common::{
+    db::{self, Db, DbError},
+    problem::Problem,
+};
+
+/// Attempts of one posting when Postgres asks for a retry.
+const MAX_ATTEMPTS: usize = 3;
+/// `lock_not_available`: the ledger function's lock_timeout expired.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+pub fn run(db: &Db, statement: &str, params: &[ParameterValue]) -> Result<Response, Problem> {
+    let mut attempt = 1;
+    let row = loop {
+        match db.query_one(statement, params) {
+            Ok(row) => break row,
+            Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => attempt += 1,
+            Err(e) if e.is_transient() || e.sqlstate() == Some(LOCK_NOT_AVAILABLE) => {
+                eprintln!("posting gave up: {e}");
+                return Err(Problem::conflict(
+                    "request-in-progress",
+                    "Request in progress",
+                    "a request with this Idempotency-Key or on these wallets is still running; retry shortly",
+                )
+                .with_header("retry-after", "1"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let status: i32 = db::get(&row, 0)?;
+    let replayed: bool = db::get(&row, 3)?;
+    let mut response = match db::get::<Option<String>>(&row, 2)? {
+        Some(slug) => refused(status, &slug)?.into_response(),
+        None => {
+            let body: serde_json::Value = db::get(&row, 1)?;
+            wasmpay_common::http::json(u16::try_from(status).map_err(|_| bad_status(status))?, &body)
+        }
+    };
+    if replayed {
+        response.set_header("idempotent-replayed", "true");
+    }
+    Ok(response)
+}
+
+fn bad_status(status: i32) -> Problem {
+    eprintln!("the ledger returned status {status}");
+    Problem::internal()
+}
+
+/// The problem for a posting the ledger refused, by its slug.
+fn refused(status: i32, slug: &str) -> Result<Problem, DbError> {
+    let (slug, title, detail): (&'static str, &'static str, &'static str) = match slug {
+        "account-not-found" => ("account-not-found", "Wallet not found", "you have no wallet with this id"),
+        "recipient-not-found" => (
+            "recipient-not-found",
+            "Recipient not found",
+            "the recipient has no active wallet in this currency",
+        ),
+        "same-account" => ("same-account", "Same wallet", "a transfer needs two different wallets"),
+        "email-not-verified" => (
+            "email-not-verified",
+            "E-mail not verified",
+            "verify your e-mail address before moving money",
+        ),
+        "account-closed" => ("account-closed", "Wallet closed", "a wallet in this posting is closed"),
+        "currency-mismatch" => (
+            "currency-mismatch",
+            "Currency mismatch",
+            "both wallets must hold the currency of the transfer",
+        ),
+        "insufficient-funds" => (
+            "insufficient-funds",
+            "Insufficient funds",
+            "the wallet's balance is lower than the amount",
+        ),
+        "amount-too-precise" => (
+            "amount-too-precise",
+            "Amount too precise",
+            "the amount has more decimals than the wallet's currency allows",
+        ),
+        "amount-above-limit" => (
+            "amount-above-limit",
+            "Amount above limit",
+            "the amount exceeds the most one posting may move in this currency",
+        ),
+        "transfer-not-found" => (
+            "transfer-not-found",
+            "Transfer not found",
+            "you did not receive a transfer with this id",
+        ),
+        "not-refundable" => ("not-refundable", "Not refundable", "only transfers between users can be refunded"),
+        "refund-exceeds-transfer" => (
+            "refund-exceeds-transfer",
+            "Refund exceeds transfer",
+            "refunds of a transfer cannot exceed what is left of it",
+        ),
+        "idempotency-key-reused" => (
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used for a different request",
+        ),
+        other => {
+            return Err(DbError::Other(format!("the ledger refused with an unknown outcome {other:?}")));
+        }
+    };
+    let status = u16::try_from(status).map_err(|_| DbError::Other(format!("bad status {status}")))?;
+    Ok(Problem::new(status, slug, title, detail))
+}

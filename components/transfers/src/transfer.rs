@@ -1,0 +1,195 @@
+//! `POST /transfers {fromAccountId, toAccountId | toEmail, amount, currency, description?}`.
+
+use serde::Deserialize;
+use spin_sdk::{
+    http::{Request, Response},
+    pg4::ParameterValue,
+};
+use uuid::Uuid;
+use wasmpay_common::{
+    auth,
+    currency::Currency,
+    db::Db,
+    email::Email,
+    http,
+    money::Money,
+    problem::{FieldError, Problem},
+    router::Params,
+};
+
+use crate::{
+    idempotency::{IdempotencyKey, fingerprint},
+    posting,
+    settings::{Limits, idempotency_key_ttl_secs},
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransferBody {
+    #[serde(default)]
+    from_account_id: Option<String>,
+    #[serde(default)]
+    to_account_id: Option<String>,
+    #[serde(default)]
+    to_email: Option<String>,
+    #[serde(default)]
+    amount: Option<String>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+enum Recipient {
+    Account(Uuid),
+    Email(Email),
+}
+
+struct Transfer {
+    from: Uuid,
+    to: Recipient,
+    money: Money,
+    description: Option<String>,
+}
+
+/// Longest description kept with a transfer.
+const MAX_DESCRIPTION_CHARS: usize = 200;
+
+pub fn parse_description(text: Option<String>) -> Result<Option<String>, FieldError> {
+    let Some(text) = text else { return Ok(None) };
+    let text = text.trim();
+    if text.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(FieldError::new("description", "must be at most 200 characters"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(FieldError::new("description", "must not contain control characters"));
+    }
+    Ok((!text.is_empty()).then(|| text.to_owned()))
+}
+
+fn parse(body: TransferBody) -> Result<Transfer, Problem> {
+    let mut errors = Vec::new();
+    let mut uuid = |field: &str, value: Option<String>| match value.map(|v| v.parse::<Uuid>()) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            errors.push(FieldError::new(field, "must be a wallet id (UUID)"));
+            None
+        }
+        None => None,
+    };
+    let from = uuid("fromAccountId", body.from_account_id.clone());
+    let to_account = uuid("toAccountId", body.to_account_id.clone());
+    if body.from_account_id.is_none() {
+        errors.push(FieldError::new("fromAccountId", "is required"));
+    }
+    let to = match (to_account, body.to_email) {
+        (Some(id), None) => Some(Recipient::Account(id)),
+        (None, Some(email)) if body.to_account_id.is_none() => match Email::parse(&email) {
+            Ok(email) => Some(Recipient::Email(email)),
+            Err(e) => {
+                errors.push(FieldError::new("toEmail", e.to_string()));
+                None
+            }
+        },
+        (None, None) if body.to_account_id.is_none() => {
+            errors.push(FieldError::new("toAccountId", "toAccountId or toEmail is required"));
+            None
+        }
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new("toEmail", "give toAccountId or toEmail, not both"));
+            None
+        }
+        _ => None,
+    };
+    let currency = match body.currency.as_deref().map(Currency::parse) {
+        Some(Ok(currency)) => Some(currency),
+        Some(Err(e)) => {
+            errors.push(FieldError::new("currency", e.to_string()));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("currency", "is required"));
+            None
+        }
+    };
+    let money = match (body.amount.as_deref(), currency) {
+        (Some(text), Some(currency)) => Money::parse(text, currency)
+            .map_err(|e| errors.push(FieldError::new("amount", e.to_string())))
+            .ok(),
+        (None, _) => {
+            errors.push(FieldError::new("amount", "is required"));
+            None
+        }
+        (Some(_), None) => None,
+    };
+    let description = parse_description(body.description).map_err(|e| errors.push(e)).ok().flatten();
+    match (from, to, money) {
+        (Some(from), Some(to), Some(money)) if errors.is_empty() => Ok(Transfer {
+            from,
+            to,
+            money,
+            description,
+        }),
+        _ => Err(Problem::validation(errors)),
+    }
+}
+
+pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let key = IdempotencyKey::from_request(request)?;
+    let transfer = parse(http::json_body(request)?)?;
+    let currency = transfer.money.currency();
+    if let Some(limit) = Limits::load("max_transfer_amount")?.for_currency(currency.code())
+        && transfer.money.amount() > limit
+    {
+        return Err(Problem::unprocessable(
+            "amount-above-limit",
+            "Amount above limit",
+            format!("one transfer may move at most {limit} {currency}"),
+        ));
+    }
+    if let Recipient::Account(to) = transfer.to
+        && to == transfer.from
+    {
+        return Err(Problem::unprocessable("same-account", "Same wallet", "a transfer needs two different wallets"));
+    }
+    let (to_account, to_email_key): (ParameterValue, ParameterValue) = match &transfer.to {
+        Recipient::Account(id) => ((*id).into(), ParameterValue::DbNull),
+        Recipient::Email(email) => (ParameterValue::DbNull, email.key().into()),
+    };
+    let recipient = match &transfer.to {
+        Recipient::Account(id) => format!("account:{id}"),
+        Recipient::Email(email) => format!("email:{}", email.key()),
+    };
+    let amount = transfer.money.amount().normalize().to_string();
+    let print = fingerprint(
+        "POST /transfers",
+        &[
+            &transfer.from.to_string(),
+            &recipient,
+            &amount,
+            currency.code(),
+            transfer.description.as_deref().unwrap_or_default(),
+        ],
+    );
+    let db = Db::connect()?;
+    posting::run(
+        &db,
+        "SELECT status, body, problem, replayed
+         FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            caller.user_id.into(),
+            key.as_str().to_owned().into(),
+            print.into(),
+            idempotency_key_ttl_secs()?.into(),
+            Uuid::now_v7().into(),
+            Uuid::now_v7().into(),
+            transfer.from.into(),
+            to_account,
+            to_email_key,
+            currency.code().to_owned().into(),
+            transfer.money.amount().into(),
+            transfer.description.into(),
+        ],
+    )
+}

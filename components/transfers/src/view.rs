@@ -1,0 +1,30 @@
+//! `GET /transfers/{id}`: visible to the owners of its two wallets only (404 for anyone else).
+
+use spin_sdk::http::{Request, Response};
+use uuid::Uuid;
+use wasmpay_common::{
+    auth,
+    db::{self, Db},
+    http,
+    problem::Problem,
+    router::Params,
+};
+
+pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request)?;
+    let not_found = || Problem::not_found("no transfer with this id");
+    let id: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let db = Db::connect()?;
+    let row = db
+        .query_opt(
+            "SELECT ledger.transfer_json(t)
+             FROM ledger.transfers t
+             JOIN accounts.accounts source ON source.id = t.from_account_id
+             JOIN accounts.accounts destination ON destination.id = t.to_account_id
+             WHERE t.id = $1 AND (source.owner_id = $2 OR destination.owner_id = $2)",
+            &[id.into(), caller.user_id.into()],
+        )?
+        .ok_or_else(not_found)?;
+    let body: serde_json::Value = db::get(&row, 0)?;
+    Ok(http::json(200, &body))
+}
