@@ -2,8 +2,10 @@
 //! (`cargo xtask build`), then e.g. `cargo run -p wasmpay-bench -- login`.
 
 mod client;
+mod cpu;
 mod login;
 mod platform;
+mod transfers;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +25,28 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         samples: usize,
     },
+    /// POST /transfers at 32 clients over 10,000 wallets vs pgbench on ledger.transfer.
+    Transfers {
+        /// Measured seconds per run (after 3 s of warm-up).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Postgres on core 0, everything else (host, load generator, pgbench) on core 1.
+        #[arg(long)]
+        pin: bool,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().bench {
-        Bench::Login { cost, samples } => login::run(cost, samples).await,
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Bench::Transfers { pin: true, .. } = cli.bench {
+        // Before the runtime starts its threads, so they inherit the core.
+        cpu::pin_self(1)?;
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.bench {
+            Bench::Login { cost, samples } => login::run(cost, samples).await,
+            Bench::Transfers { seconds, pin } => transfers::run(seconds, pin).await,
+        }
+    })
 }

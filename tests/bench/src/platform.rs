@@ -31,7 +31,7 @@ impl Platform {
         let cluster = LocalCluster::start(
             &dir.0,
             wasmpay_test_support::cluster::free_port()?,
-            &["max_connections=300", "shared_buffers=256MB"],
+            &["max_connections=300", "shared_buffers=256MB", "shared_preload_libraries=pg_stat_statements"],
         )?;
         let admin = postgres::connect(&cluster.url("postgres")).await?;
         admin.batch_execute("CREATE DATABASE bench").await?;

@@ -21,10 +21,10 @@ use wasmtime_wasi_http::{
 
 use crate::{bindings::SpinCapabilities, postgres, variables::ComponentVariables};
 
-/// Concurrent instances the pool holds; a request beyond it fails to instantiate.
+/// Concurrent instances the pool holds (Spin's default `SPIN_MAX_INSTANCE_COUNT`); a request
+/// beyond it fails to instantiate.
 const MAX_CONCURRENT_INSTANCES: u32 = 1_000;
-/// Largest linear memory a component may grow to.
-const MAX_MEMORY_BYTES: usize = 256 << 20;
+const MB: usize = 1 << 20;
 
 /// Everything a request's store holds.
 pub struct RequestState {
@@ -82,19 +82,33 @@ impl WasiHttpHooks for OutboundHttpDenied {
     }
 }
 
-/// The process-wide engine: tests start many hosts and share compiled code.
+/// The process-wide engine: tests start many hosts and share compiled code. Configured as
+/// Spin configures its engine (crates/core): the pooling allocator with Spin's limits, pages
+/// kept resident between instances instead of decommitted, and epoch interruption.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
-            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-            .total_memories(MAX_CONCURRENT_INSTANCES * 2)
-            .total_tables(MAX_CONCURRENT_INSTANCES * 2)
+            .total_memories(MAX_CONCURRENT_INSTANCES)
+            .total_tables(2 * MAX_CONCURRENT_INSTANCES)
             .total_stacks(MAX_CONCURRENT_INSTANCES)
-            .max_memory_size(MAX_MEMORY_BYTES);
+            .total_core_instances(4 * MAX_CONCURRENT_INSTANCES)
+            .table_elements(100_000)
+            .max_component_instance_size(10 * MB)
+            .max_core_instance_size(10 * MB)
+            .max_core_instances_per_component(200)
+            .max_tables_per_component(64)
+            .max_memories_per_component(32)
+            .max_tables_per_module(2)
+            .max_memories_per_module(2)
+            .max_memory_size(4 << 30)
+            .linear_memory_keep_resident(2 * MB)
+            .table_keep_resident(MB / 2);
         let mut config = Config::new();
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         Engine::new(&config).expect("the engine configuration is valid")
     })
 }
@@ -180,6 +194,9 @@ impl ComponentRuntime {
             ),
             variables: self.variables.clone(),
         };
-        Store::new(engine(), state)
+        let mut store = Store::new(engine(), state);
+        // Spin arms a deadline only for configured timeouts; none is configured here.
+        store.set_epoch_deadline(u64::MAX);
+        store
     }
 }

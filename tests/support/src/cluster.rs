@@ -140,7 +140,8 @@ pub fn stop(pid: i32, dir: &Path) {
     }
 }
 
-fn pg_bin_dir() -> anyhow::Result<PathBuf> {
+/// The directory of the server binaries (`PG_BIN_DIR`, else the newest Debian install).
+pub fn pg_bin_dir() -> anyhow::Result<PathBuf> {
     if let Ok(dir) = std::env::var("PG_BIN_DIR") {
         return Ok(dir.into());
     }
