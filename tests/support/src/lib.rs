@@ -2,5 +2,7 @@
 //! the Postgres fixture runs the real server binaries.
 
 pub mod cluster;
+pub mod kafka;
+pub mod novu;
 pub mod paths;
 pub mod postgres;

@@ -1,0 +1,84 @@
+//! Kafka: topic names, the topics the bridge creates, and the producer and consumer settings.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{Consumer, StreamConsumer},
+    producer::FutureProducer,
+    types::RDKafkaErrorCode,
+};
+
+use crate::config::KafkaArgs;
+
+/// The event topics, by outbox `aggregate_type`.
+pub const AGGREGATES: [&str; 3] = ["identity", "accounts", "ledger"];
+
+pub fn topic(prefix: &str, aggregate: &str) -> String {
+    format!("{prefix}.{aggregate}")
+}
+
+pub fn dead_letter_topic(prefix: &str) -> String {
+    format!("{prefix}.notifications.dlq")
+}
+
+fn base(args: &KafkaArgs) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &args.kafka_brokers).set("client.id", "wasmpay-bridge");
+    config
+}
+
+/// An idempotent producer: acks from all in-sync replicas, no duplicates or reordering
+/// from its own retries, bounded in-flight requests.
+pub fn producer(args: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<FutureProducer> {
+    base(args)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "100000")
+        .create()
+        .context("cannot create the Kafka producer")
+}
+
+/// A consumer of `topics` in `group` that commits only what it is told to.
+pub fn consumer(args: &KafkaArgs, group: &str, topics: &[String]) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = base(args)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .context("cannot create the Kafka consumer")?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).context("cannot subscribe")?;
+    Ok(consumer)
+}
+
+/// Creates the event topics and the dead-letter topic when missing.
+pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base(args).create().context("cannot create the Kafka admin client")?;
+    let mut names: Vec<String> = AGGREGATES.iter().map(|a| topic(&args.topic_prefix, a)).collect();
+    names.push(dead_letter_topic(&args.topic_prefix));
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| NewTopic::new(name, args.topic_partitions, TopicReplication::Fixed(args.topic_replication)))
+        .collect();
+    let results = admin
+        .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .context("cannot create topics")?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! `bridge relay`: outbox → Kafka.
+//!
+//! One relay per database is active: the one holding a session advisory lock on its
+//! connection. Standbys retry the lock and take over when the leader's connection ends
+//! (a crashed leader's lock is released by Postgres as soon as its socket closes). The
+//! leader reads unpublished rows in outbox order in bounded batches, publishes them with
+//! an idempotent producer (key = aggregate id, CloudEvents binary-mode headers), and marks
+//! only the rows the broker acknowledged. It never skips a row: at least once, in order per
+//! key. It wakes on LISTEN/NOTIFY and polls as a fallback.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use chrono::NaiveDateTime;
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, Notification};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{KafkaArgs, RelayArgs},
+    db, kafka,
+    metrics::Metrics,
+};
+
+/// Advisory lock key of the relay leadership ("relay" in ASCII).
+const LEADER_LOCK_KEY: i64 = 0x72_656c_6179;
+const CHANNEL: &str = "outbox_events";
+/// Rows pruned per statement, and statements per prune round.
+const PRUNE_BATCH: i64 = 10_000;
+const MAX_PRUNE_ROUNDS: usize = 10;
+/// Pause after a failed batch before retrying it, doubling up to the maximum.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// The backlog gauges are refreshed at most this often.
+const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
+
+struct OutboxRow {
+    position: i64,
+    id: uuid::Uuid,
+    aggregate_type: String,
+    aggregate_id: String,
+    event_type: String,
+    payload: String,
+    created_at: NaiveDateTime,
+}
+
+pub async fn run(
+    database_url: &str,
+    kafka_args: &KafkaArgs,
+    args: &RelayArgs,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let producer = kafka::producer(kafka_args, Duration::from_millis(args.relay_delivery_timeout_ms))?;
+    while !shutdown.is_cancelled() {
+        let Some((leader, notifications)) = become_leader(database_url, args, &metrics, &shutdown).await else {
+            break;
+        };
+        metrics.relay_leader.set(1);
+        tracing::info!("relay is the leader");
+        let outcome = lead(&leader, notifications, &producer, kafka_args, args, &metrics, &shutdown).await;
+        metrics.relay_leader.set(0);
+        match outcome {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "relay lost its leadership; standing by");
+                metrics.set_relay_ready(false);
+                tokio::select! {
+                    () = tokio::time::sleep(args.leader_retry()) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    let flush_timeout = Duration::from_millis(args.relay_delivery_timeout_ms);
+    tokio::task::spawn_blocking(move || producer.flush(flush_timeout))
+        .await
+        .context("the producer flush panicked")?
+        .context("cannot flush the producer")?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// Waits until this process holds the leadership lock; `None` on shutdown.
+async fn become_leader(
+    database_url: &str,
+    args: &RelayArgs,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<(Client, mpsc::UnboundedReceiver<Notification>)> {
+    let mut standing_by = false;
+    loop {
+        let attempt = async {
+            let (client, notifications) = db::connect_listening(database_url).await?;
+            // A standby is ready: it runs and will take over.
+            metrics.set_relay_ready(true);
+            loop {
+                let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]).await?;
+                if row.get::<_, bool>(0) {
+                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    return anyhow::Ok((client, notifications));
+                }
+                if !standing_by {
+                    tracing::info!("another relay leads; standing by");
+                    standing_by = true;
+                }
+                tokio::time::sleep(args.leader_retry()).await;
+            }
+        };
+        tokio::select! {
+            result = attempt => match result {
+                Ok(leader) => return Some(leader),
+                Err(e) => {
+                    metrics.set_relay_ready(false);
+                    tracing::warn!(error = %format!("{e:#}"), "cannot reach the database; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(args.leader_retry()) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
+                }
+            },
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// Relays while this process leads. `Ok` on shutdown, `Err` when the leadership ends.
+async fn lead(
+    client: &Client,
+    mut notifications: mpsc::UnboundedReceiver<Notification>,
+    producer: &FutureProducer,
+    kafka_args: &KafkaArgs,
+    args: &RelayArgs,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    kafka::ensure_topics(kafka_args).await?;
+    metrics.set_relay_ready(true);
+    let prune_every = Duration::from_secs(args.prune_interval_secs);
+    let mut last_prune: Option<Instant> = None;
+    let mut last_backlog: Option<Instant> = None;
+    let mut retry_delay = RETRY_MIN;
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if client.is_closed() {
+            bail!("the leadership connection closed");
+        }
+        if last_backlog.is_none_or(|at| at.elapsed() >= BACKLOG_REFRESH) {
+            refresh_backlog(client, metrics).await?;
+            last_backlog = Some(Instant::now());
+        }
+        if last_prune.is_none_or(|at| at.elapsed() >= prune_every) {
+            prune(client, args.outbox_retention_hours).await?;
+            last_prune = Some(Instant::now());
+        }
+        let batch = fetch(client, args.relay_batch_size).await?;
+        if batch.is_empty() {
+            tokio::select! {
+                notification = notifications.recv() => {
+                    if notification.is_none() {
+                        bail!("the leadership connection closed");
+                    }
+                    // Several commits may have notified: one read serves them all.
+                    while notifications.try_recv().is_ok() {}
+                }
+                () = tokio::time::sleep(args.poll_interval()) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+            continue;
+        }
+        // The batch in hand is finished even if shutdown is asked meanwhile.
+        let (acknowledged, failure) = publish(producer, &kafka_args.topic_prefix, &batch).await;
+        if !acknowledged.is_empty() {
+            client
+                .execute(
+                    "UPDATE outbox.events SET published_at = now() AT TIME ZONE 'UTC' WHERE position = ANY($1)",
+                    &[&acknowledged],
+                )
+                .await
+                .context("cannot mark events published")?;
+            metrics.events_relayed.inc_by(acknowledged.len() as u64);
+        }
+        match failure {
+            None => retry_delay = RETRY_MIN,
+            Some(e) => {
+                metrics.relay_failures.inc();
+                tracing::warn!(error = %e, unpublished = batch.len() - acknowledged.len(), "publishing failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(retry_delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                retry_delay = (retry_delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn fetch(client: &Client, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+    let rows = client
+        .query(
+            "SELECT position, id, aggregate_type, aggregate_id, event_type, payload::text, created_at
+             FROM outbox.events
+             WHERE published_at IS NULL
+             ORDER BY position
+             LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .context("cannot read the outbox")?;
+    Ok(rows
+        .iter()
+        .map(|row| OutboxRow {
+            position: row.get(0),
+            id: row.get(1),
+            aggregate_type: row.get(2),
+            aggregate_id: row.get(3),
+            event_type: row.get(4),
+            payload: row.get(5),
+            created_at: row.get(6),
+        })
+        .collect())
+}
+
+/// Sends every row, then waits for every acknowledgement; returns the acknowledged
+/// positions and the first failure.
+async fn publish(producer: &FutureProducer, prefix: &str, batch: &[OutboxRow]) -> (Vec<i64>, Option<String>) {
+    let mut pending = Vec::with_capacity(batch.len());
+    let mut failure = None;
+    for row in batch {
+        let topic = kafka::topic(prefix, &row.aggregate_type);
+        let id = row.id.to_string();
+        let source = format!("/wasmpay/{}", row.aggregate_type);
+        let time = row.created_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let headers = OwnedHeaders::new_with_capacity(7)
+            .insert(Header { key: "ce_specversion", value: Some("1.0") })
+            .insert(Header { key: "ce_id", value: Some(id.as_str()) })
+            .insert(Header { key: "ce_source", value: Some(source.as_str()) })
+            .insert(Header { key: "ce_type", value: Some(row.event_type.as_str()) })
+            .insert(Header { key: "ce_subject", value: Some(row.aggregate_id.as_str()) })
+            .insert(Header { key: "ce_time", value: Some(time.as_str()) })
+            .insert(Header { key: "content-type", value: Some("application/json") });
+        let record = FutureRecord::to(&topic)
+            .key(row.aggregate_id.as_bytes())
+            .payload(row.payload.as_bytes())
+            .headers(headers);
+        match producer.send_result(record) {
+            Ok(delivery) => pending.push((row.position, delivery)),
+            Err((e, _)) => {
+                failure = Some(format!("cannot queue event {}: {e}", row.id));
+                break;
+            }
+        }
+    }
+    let mut acknowledged = Vec::with_capacity(pending.len());
+    for (position, delivery) in pending {
+        match delivery.await {
+            Ok(Ok(_)) => acknowledged.push(position),
+            Ok(Err((e, _))) => {
+                failure.get_or_insert_with(|| format!("the broker did not acknowledge: {e}"));
+            }
+            Err(_) => {
+                failure.get_or_insert_with(|| "the producer dropped a delivery".to_owned());
+            }
+        }
+    }
+    (acknowledged, failure)
+}
+
+async fn refresh_backlog(client: &Client, metrics: &Metrics) -> anyhow::Result<()> {
+    let row = client
+        .query_one(
+            "SELECT count(*),
+                    COALESCE(extract(epoch FROM (now() AT TIME ZONE 'UTC') - min(created_at)), 0)::float8
+             FROM outbox.events WHERE published_at IS NULL",
+            &[],
+        )
+        .await
+        .context("cannot measure the backlog")?;
+    metrics.outbox_backlog.set(row.get(0));
+    metrics.outbox_oldest_age_seconds.set(row.get(1));
+    Ok(())
+}
+
+/// Deletes published events past their retention and expired idempotency keys, in
+/// bounded batches.
+async fn prune(client: &Client, retention_hours: u64) -> anyhow::Result<()> {
+    let retention_hours = i64::try_from(retention_hours).unwrap_or(i64::MAX);
+    let published = "DELETE FROM outbox.events WHERE position IN (
+                         SELECT position FROM outbox.events
+                         WHERE published_at < (now() AT TIME ZONE 'UTC') - $1::int8 * interval '1 hour'
+                         ORDER BY position LIMIT $2)";
+    prune_rounds(client, published, &[&retention_hours, &PRUNE_BATCH]).await?;
+    let expired_keys = "DELETE FROM ledger.idempotency_keys WHERE ctid = ANY (ARRAY(
+                            SELECT ctid FROM ledger.idempotency_keys
+                            WHERE expires_at < (now() AT TIME ZONE 'UTC')
+                            LIMIT $1))";
+    prune_rounds(client, expired_keys, &[&PRUNE_BATCH]).await
+}
+
+async fn prune_rounds(client: &Client, statement: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> anyhow::Result<()> {
+    for _ in 0..MAX_PRUNE_ROUNDS {
+        let deleted = client.execute(statement, params).await.context("cannot prune")?;
+        if deleted < PRUNE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! A real Kafka-protocol broker for tests: tansu (`cargo install tansu --version 0.6.0
+//! --locked --features libsql,dynostore`), started on a free port, dying with the test
+//! process. In memory by default; on SQLite when a test must restart it without losing
+//! what it stored.
+
+use std::{
+    net::TcpStream,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use crate::cluster;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Storage {
+    Memory,
+    /// `tansu.db` in the broker's directory: survives restarts.
+    Sqlite,
+}
+
+pub struct Broker {
+    port: u16,
+    storage: Storage,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// The tansu binary: `TANSU`, else `tansu` on PATH.
+fn tansu() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("TANSU") {
+        return Ok(path.into());
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("tansu")).find(|p| p.is_file()))
+        .context("tansu is not installed: cargo install tansu --version 0.6.0 --locked --features libsql,dynostore")
+}
+
+impl Broker {
+    pub fn start(storage: Storage) -> anyhow::Result<Self> {
+        let port = cluster::free_port()?;
+        let dir = std::env::temp_dir().join(format!("wasmpay-tansu-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut broker = Self {
+            port,
+            storage,
+            dir,
+            child: None,
+        };
+        broker.launch()?;
+        Ok(broker)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let address = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = match self.storage {
+            Storage::Memory => "memory://tansu/".to_owned(),
+            Storage::Sqlite => "sqlite://tansu.db".to_owned(),
+        };
+        let mut command = Command::new(tansu()?);
+        command
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &address, "--advertised-listener-url", &address, "--storage-engine", &storage])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("tansu.log"))?);
+        // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(command.spawn().context("cannot start tansu")?);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+                bail!("tansu exited with {status}:\n{log}");
+            }
+            if Instant::now() > deadline {
+                bail!("tansu did not listen within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the broker (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The process-wide in-memory broker; tests keep apart by topic prefix. Directories left
+/// by killed runs are removed first.
+pub fn shared() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        sweep_stale_directories();
+        Broker::start(Storage::Memory).unwrap_or_else(|e| panic!("no Kafka broker for the tests: {e:#}"))
+    })
+}
+
+fn sweep_stale_directories() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("wasmpay-tansu-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        if owner.is_some_and(|pid| !cluster::process_alive(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
