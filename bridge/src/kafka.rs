@@ -1,13 +1,20 @@
 //! Kafka: topic names, the topics the bridge creates, and the producer and consumer settings.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use rdkafka::{
-    ClientConfig,
+    ClientConfig, ClientContext,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{Consumer, StreamConsumer},
+    error::KafkaError,
     producer::FutureProducer,
     types::RDKafkaErrorCode,
 };
@@ -31,18 +38,64 @@ fn base(args: &KafkaArgs) -> ClientConfig {
     config
 }
 
+/// Raised when a producer has lost its connection to every broker.
+#[derive(Default)]
+pub struct Outage(AtomicBool);
+
+impl Outage {
+    /// Whether an outage was seen since the last call.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+
+    /// Resolves once an outage is seen (without clearing it).
+    pub async fn seen(&self) {
+        while !self.0.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// librdkafka's client callbacks for the relay's producer: its global errors are logged,
+/// and "all brokers down" raises the outage flag.
+pub struct WatchedContext(pub Arc<Outage>);
+
+impl ClientContext for WatchedContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
+            self.0.0.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+pub type WatchedProducer = FutureProducer<WatchedContext>;
+
 /// An idempotent producer: acks from all in-sync replicas, no duplicates or reordering
 /// from its own retries, bounded in-flight requests.
 pub fn producer(args: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<FutureProducer> {
-    base(args)
+    producer_config(args, delivery_timeout)
+        .create()
+        .context("cannot create the Kafka producer")
+}
+
+/// The same producer, reporting outages to `outage`.
+pub fn watched_producer(args: &KafkaArgs, delivery_timeout: Duration, outage: Arc<Outage>) -> anyhow::Result<WatchedProducer> {
+    producer_config(args, delivery_timeout)
+        .create_with_context(WatchedContext(outage))
+        .context("cannot create the Kafka producer")
+}
+
+fn producer_config(args: &KafkaArgs, delivery_timeout: Duration) -> ClientConfig {
+    let mut config = base(args);
+    config
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
         .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "100000")
-        .create()
-        .context("cannot create the Kafka producer")
+        .set("queue.buffering.max.messages", "100000");
+    config
 }
 
 /// A consumer of `topics` in `group` that commits only what it is told to.

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use chrono::NaiveDateTime;
 use rdkafka::{
     message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{FutureRecord, Producer},
 };
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Notification};
@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{KafkaArgs, RelayArgs},
-    db, kafka,
+    db,
+    kafka::{self, Outage, WatchedProducer},
     metrics::Metrics,
 };
 
@@ -40,6 +41,13 @@ const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// The backlog gauges are refreshed at most this often.
 const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
+/// Failed batches in a row after which the producer is replaced: a broker that lost its
+/// producer state (restarted, failed over) may refuse the old producer's sequence numbers
+/// for good; a new producer id starts afresh. The producer is also replaced at once when
+/// every broker connection is lost, so that no stale sequence reaches a restarted broker.
+/// Dropping a producer purges what it had in flight: those rows are still unpublished and
+/// go out again. Duplicates are possible, losses are not.
+const FAILURES_BEFORE_NEW_PRODUCER: u32 = 3;
 
 struct OutboxRow {
     position: i64,
@@ -58,14 +66,16 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let producer = kafka::producer(kafka_args, Duration::from_millis(args.relay_delivery_timeout_ms))?;
+    let delivery_timeout = Duration::from_millis(args.relay_delivery_timeout_ms);
+    let outage = Arc::new(Outage::default());
+    let mut producer = kafka::watched_producer(kafka_args, delivery_timeout, outage.clone())?;
     while !shutdown.is_cancelled() {
         let Some((leader, notifications)) = become_leader(database_url, args, &metrics, &shutdown).await else {
             break;
         };
         metrics.relay_leader.set(1);
         tracing::info!("relay is the leader");
-        let outcome = lead(&leader, notifications, &producer, kafka_args, args, &metrics, &shutdown).await;
+        let outcome = lead(&leader, notifications, &mut producer, &outage, kafka_args, args, &metrics, &shutdown).await;
         metrics.relay_leader.set(0);
         match outcome {
             Ok(()) => break,
@@ -79,8 +89,7 @@ pub async fn run(
             }
         }
     }
-    let flush_timeout = Duration::from_millis(args.relay_delivery_timeout_ms);
-    tokio::task::spawn_blocking(move || producer.flush(flush_timeout))
+    tokio::task::spawn_blocking(move || producer.flush(delivery_timeout))
         .await
         .context("the producer flush panicked")?
         .context("cannot flush the producer")?;
@@ -135,7 +144,8 @@ async fn become_leader(
 async fn lead(
     client: &Client,
     mut notifications: mpsc::UnboundedReceiver<Notification>,
-    producer: &FutureProducer,
+    producer: &mut WatchedProducer,
+    outage: &Arc<Outage>,
     kafka_args: &KafkaArgs,
     args: &RelayArgs,
     metrics: &Metrics,
@@ -147,6 +157,7 @@ async fn lead(
     let mut last_prune: Option<Instant> = None;
     let mut last_backlog: Option<Instant> = None;
     let mut retry_delay = RETRY_MIN;
+    let mut failures_in_a_row = 0;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -178,7 +189,7 @@ async fn lead(
             continue;
         }
         // The batch in hand is finished even if shutdown is asked meanwhile.
-        let (acknowledged, failure) = publish(producer, &kafka_args.topic_prefix, &batch).await;
+        let (acknowledged, failure) = publish(producer, outage, &kafka_args.topic_prefix, &batch).await;
         if !acknowledged.is_empty() {
             client
                 .execute(
@@ -190,10 +201,28 @@ async fn lead(
             metrics.events_relayed.inc_by(acknowledged.len() as u64);
         }
         match failure {
-            None => retry_delay = RETRY_MIN,
+            None => {
+                retry_delay = RETRY_MIN;
+                failures_in_a_row = 0;
+            }
             Some(e) => {
                 metrics.relay_failures.inc();
+                failures_in_a_row += 1;
                 tracing::warn!(error = %e, unpublished = batch.len() - acknowledged.len(), "publishing failed; retrying");
+                let fatal = producer.client().fatal_error();
+                let brokers_lost = outage.take();
+                if fatal.is_some() || brokers_lost || failures_in_a_row >= FAILURES_BEFORE_NEW_PRODUCER {
+                    tracing::warn!(fatal = ?fatal, brokers_lost, "replacing the Kafka producer");
+                    let fresh = kafka::watched_producer(
+                        kafka_args,
+                        Duration::from_millis(args.relay_delivery_timeout_ms),
+                        outage.clone(),
+                    )?;
+                    let abandoned = std::mem::replace(producer, fresh);
+                    // Dropping purges its queue; it joins a thread, so off the async workers.
+                    tokio::task::spawn_blocking(move || drop(abandoned));
+                    failures_in_a_row = 0;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(retry_delay) => {}
                     () = shutdown.cancelled() => return Ok(()),
@@ -230,9 +259,11 @@ async fn fetch(client: &Client, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
         .collect())
 }
 
-/// Sends every row, then waits for every acknowledgement; returns the acknowledged
-/// positions and the first failure.
-async fn publish(producer: &FutureProducer, prefix: &str, batch: &[OutboxRow]) -> (Vec<i64>, Option<String>) {
+/// Sends every row, then waits for every acknowledgement — or for the loss of every broker
+/// connection; returns the acknowledged positions and the first failure.
+async fn publish(producer: &WatchedProducer, outage: &Outage, prefix: &str, batch: &[OutboxRow]) -> (Vec<i64>, Option<String>) {
+    // Only an outage with events in flight matters: nothing unacknowledged, nothing stale.
+    outage.take();
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
     for row in batch {
@@ -261,16 +292,25 @@ async fn publish(producer: &FutureProducer, prefix: &str, batch: &[OutboxRow]) -
         }
     }
     let mut acknowledged = Vec::with_capacity(pending.len());
-    for (position, delivery) in pending {
-        match delivery.await {
-            Ok(Ok(_)) => acknowledged.push(position),
-            Ok(Err((e, _))) => {
-                failure.get_or_insert_with(|| format!("the broker did not acknowledge: {e}"));
-            }
-            Err(_) => {
-                failure.get_or_insert_with(|| "the producer dropped a delivery".to_owned());
+    let deliveries = async {
+        for (position, delivery) in pending {
+            match delivery.await {
+                Ok(Ok(_)) => acknowledged.push(position),
+                Ok(Err((e, _))) => {
+                    failure.get_or_insert_with(|| format!("the broker did not acknowledge: {e}"));
+                }
+                Err(_) => {
+                    failure.get_or_insert_with(|| "the producer dropped a delivery".to_owned());
+                }
             }
         }
+    };
+    let lost_brokers = tokio::select! {
+        () = deliveries => false,
+        () = outage.seen() => true,
+    };
+    if lost_brokers {
+        failure.get_or_insert_with(|| "every broker connection is down".to_owned());
     }
     (acknowledged, failure)
 }

@@ -7,6 +7,7 @@ mod openapi;
 mod users;
 
 mod accounts;
+mod bridge;
 mod concurrency;
 mod contract;
 mod health;

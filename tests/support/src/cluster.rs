@@ -14,8 +14,11 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 
+use crate::process::Supervised;
+
 pub struct LocalCluster {
     pid: i32,
+    _child: Supervised,
     port: u16,
     dir: PathBuf,
 }
@@ -54,35 +57,12 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("postgres.log"))?);
-        let parent = std::process::id() as i32;
-        // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit).
-        unsafe {
-            postgres.pre_exec(move || {
-                // Set after the uid change, which clears it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        // The parent-death signal follows the spawning *thread*: spawn from a thread that
-        // lives as long as the server (it waits for it).
-        let (started, receive) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("postgres-cluster".into())
-            .spawn(move || match postgres.spawn() {
-                Ok(mut child) => {
-                    let _ = started.send(Ok(child.id() as i32));
-                    let _ = child.wait();
-                }
-                Err(e) => {
-                    let _ = started.send(Err(e));
-                }
-            })?;
-        let pid = receive.recv()?.context("cannot start postgres")?;
+        // Dies with this process, whatever kills it.
+        let child = Supervised::spawn(postgres, libc::SIGQUIT)?;
+        let pid = child.pid();
         let cluster = Self {
             pid,
+            _child: child,
             port,
             dir: dir.to_owned(),
         };

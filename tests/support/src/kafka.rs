@@ -5,16 +5,15 @@
 
 use std::{
     net::TcpStream,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 
-use crate::cluster;
+use crate::{cluster, process::Supervised};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Storage {
@@ -27,7 +26,7 @@ pub struct Broker {
     port: u16,
     storage: Storage,
     dir: PathBuf,
-    child: Option<Child>,
+    child: Option<Supervised>,
 }
 
 /// The tansu binary: `TANSU`, else `tansu` on PATH.
@@ -68,19 +67,10 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("tansu.log"))?);
-        // SAFETY: only async-signal-safe calls (prctl) between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(command.spawn().context("cannot start tansu")?);
+        self.child = Some(Supervised::spawn(command, libc::SIGKILL).context("cannot start tansu")?);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
+            if let Some(status) = self.child.as_ref().and_then(Supervised::status) {
                 let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
                 bail!("tansu exited with {status}:\n{log}");
             }
@@ -103,9 +93,8 @@ impl Broker {
 
     /// Kills the broker (as a crash would).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            child.stop(libc::SIGKILL, Duration::from_secs(5));
         }
     }
 

@@ -6,3 +6,4 @@ pub mod kafka;
 pub mod novu;
 pub mod paths;
 pub mod postgres;
+pub mod process;

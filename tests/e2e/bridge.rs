@@ -1,0 +1,468 @@
+//! The bridge with a real broker (tansu) and the Novu stand-in: notifications end to end
+//! through the components, and the failure cases — relays killed mid-stream, two relays at
+//! once, the broker restarted, Novu throttling, failing or refusing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, Message,
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+};
+use serde_json::{Value, json};
+use wasmpay_test_support::{
+    cluster::free_port,
+    kafka::{self, Broker, Storage},
+    novu::{Fault, NovuStandIn},
+    paths,
+};
+
+use crate::{
+    app::{EVENT_KEY, EVENT_KEY_ID, TestApp},
+    money::{deposit, funded_wallet, transfer, wallet},
+    users::{register, unique_email, verified},
+};
+
+const NOVU_KEY: &str = "novu-test-secret";
+
+/// A bridge process with its own topics, consumer group and ops port.
+struct BridgeProcess {
+    child: Child,
+    ops_port: u16,
+    log: PathBuf,
+}
+
+#[derive(Clone)]
+struct BridgeConfig {
+    database_url: String,
+    brokers: String,
+    prefix: String,
+    novu_url: String,
+}
+
+impl BridgeConfig {
+    fn new(app: &TestApp, brokers: String, novu: &NovuStandIn) -> Self {
+        Self {
+            database_url: app.db.url.clone(),
+            brokers,
+            prefix: format!("t{}", app.db.name),
+            novu_url: novu.url(),
+        }
+    }
+
+    /// Topic names as the README documents them.
+    fn topic(&self, aggregate: &str) -> String {
+        format!("{}.{aggregate}", self.prefix)
+    }
+
+    fn spawn(&self, command: &str) -> BridgeProcess {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let ops_port = free_port().unwrap();
+        let log = std::env::temp_dir().join(format!(
+            "wasmpay-bridge-{}-{}-{}.log",
+            std::process::id(),
+            self.prefix,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut process = Command::new(paths::binary("bridge"));
+        process
+            .arg(command)
+            .env("DATABASE_URL", &self.database_url)
+            .env("KAFKA_BROKERS", &self.brokers)
+            .env("TOPIC_PREFIX", &self.prefix)
+            .env("TOPIC_PARTITIONS", "3")
+            .env("NOVU_API_URL", &self.novu_url)
+            .env("NOVU_API_KEY", NOVU_KEY)
+            .env("EVENT_KEYS", format!("{EVENT_KEY_ID}={EVENT_KEY}"))
+            .env("VERIFICATION_URL_TEMPLATE", "https://app.example/verify-email?token={token}")
+            .env("NOTIFY_GROUP_ID", format!("{}-notify", self.prefix))
+            .env("OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
+            .env("RELAY_POLL_INTERVAL_MS", "200")
+            .env("RELAY_LEADER_RETRY_MS", "200")
+            .env("RELAY_DELIVERY_TIMEOUT_MS", "5000")
+            .env("NOTIFY_BACKOFF_BASE_MS", "50")
+            .env("NOTIFY_BACKOFF_MAX_MS", "2000")
+            .env("NOTIFY_REQUEST_TIMEOUT_MS", "1000")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+        BridgeProcess {
+            child: process.spawn().expect("the bridge starts"),
+            ops_port,
+            log,
+        }
+    }
+}
+
+impl BridgeProcess {
+    async fn metrics(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.ops_port);
+        reqwest::get(url).await.ok()?.text().await.ok()
+    }
+
+    /// A metric's value (summed over its labels), if the bridge answers.
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await?;
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        self.kill();
+        // KEEP_BRIDGE_LOGS=1 keeps the logs for a look after a failure.
+        if std::env::var_os("KEEP_BRIDGE_LOGS").is_none() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+static READERS: AtomicU32 = AtomicU32::new(0);
+
+/// Every record on `topics` (from the beginning), by event id, with how often it was seen.
+fn read_topics(brokers: &str, topics: &[String], expected: usize, limit: Duration) -> BTreeMap<String, (usize, String, Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}-{}", std::process::id(), READERS.fetch_add(1, Ordering::Relaxed)))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).unwrap();
+    let mut seen: BTreeMap<String, (usize, String, Value)> = BTreeMap::new();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && (seen.len() < expected || expected == 0) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let header = |name: &str| {
+                message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == name))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            let payload: Value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap_or(Value::Null);
+            let entry = seen.entry(header("ce_id")).or_insert((0, header("ce_type"), payload));
+            entry.0 += 1;
+        }
+    }
+    seen
+}
+
+/// Inserts `count` outbox events of a type the notifier turns into one notification each.
+async fn write_deposit_events(app: &TestApp, count: usize, per_transaction: usize) -> Vec<String> {
+    let sql = app.sql().await;
+    let mut ids = Vec::new();
+    for chunk in 0..count.div_ceil(per_transaction) {
+        let rows: Vec<String> = sql
+            .query(
+                "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+                 SELECT gen_random_uuid(), 'ledger', gen_random_uuid()::text, 'deposit.completed',
+                        jsonb_build_object('transferId', gen_random_uuid(), 'amount', '1.00', 'currency', 'USD',
+                                           'balanceAfter', '1.00', 'account', jsonb_build_object(
+                                               'userId', 'u' || n, 'email', 'u' || n || '@example.com',
+                                               'fullName', 'User ' || n, 'accountId', gen_random_uuid()))
+                 FROM generate_series($1::int8, $2::int8) n
+                 RETURNING id::text",
+                &[&((chunk * per_transaction) as i64), &((chunk * per_transaction + per_transaction - 1) as i64)],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        ids.extend(rows);
+    }
+    ids.truncate(count);
+    ids
+}
+
+async fn unpublished(app: &TestApp) -> i64 {
+    crate::money::count(app, "SELECT count(*) FROM outbox.events WHERE published_at IS NULL").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_sends_one_verification_email_whose_link_verifies() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    let bridge = config.spawn("run");
+    let email = unique_email("notified");
+    register(&app, &email, crate::users::PASSWORD, "Ada Notified").await.expect(201);
+
+    eventually(Duration::from_secs(30), "the verification e-mail", || {
+        let effects = novu.effects();
+        async move { effects.iter().any(|t| t.name == "email-verification") }
+    })
+    .await;
+    let verifications: Vec<_> = novu.effects().into_iter().filter(|t| t.name == "email-verification").collect();
+    assert_eq!(verifications.len(), 1, "exactly one verification e-mail");
+    let trigger = &verifications[0];
+    assert_eq!(trigger.to["email"], email.as_str());
+    assert_eq!(trigger.to["firstName"], "Ada");
+    assert!(trigger.transaction_id.is_some());
+    let link = trigger.payload["verificationLink"].as_str().unwrap();
+    let token = link.split("token=").nth(1).unwrap();
+    let token: String = form_urlencoded::parse(format!("t={token}").as_bytes()).next().unwrap().1.into_owned();
+    let verified = app.post("/auth/verify-email").json(&json!({ "token": token })).send().await;
+    verified.expect(200);
+    assert!(bridge.metric("wasmpay_bridge_relay_leader").await == Some(1.0), "{}", bridge.log());
+    assert!(!bridge.log().contains(&email), "the bridge logged an e-mail address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_notifies_the_sender_and_the_recipient_once_each() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let _bridge = BridgeConfig::new(&app, kafka::shared().brokers(), &novu).spawn("run");
+    let alice = verified(&app, "alice-notify").await;
+    let bob = verified(&app, "bob-notify").await;
+    let from = funded_wallet(&app, &alice, "USD", "50").await;
+    let to = wallet(&app, &bob, "USD").await;
+    transfer(&app, &alice, &json!({ "fromAccountId": from, "toAccountId": to, "amount": "12.50", "currency": "USD" }))
+        .await
+        .expect(201);
+    // Events of different keys sit on different partitions: no order among them.
+    eventually(Duration::from_secs(30), "the deposit and both transfer notifications", || {
+        let effects = novu.effects();
+        async move {
+            ["deposit-received", "transfer-sent", "transfer-received"]
+                .iter()
+                .all(|name| effects.iter().any(|t| t.name == *name))
+        }
+    })
+    .await;
+    let effects = novu.effects();
+    let of = |name: &str| effects.iter().filter(|t| t.name == name).collect::<Vec<_>>();
+    let (sent, received) = (of("transfer-sent"), of("transfer-received"));
+    assert_eq!((sent.len(), received.len()), (1, 1));
+    assert_eq!(sent[0].to["subscriberId"], alice.id.as_str());
+    assert_eq!(received[0].to["subscriberId"], bob.id.as_str());
+    assert_eq!(received[0].payload["amount"], "12.50");
+    assert_eq!(received[0].payload["senderName"], "alice-notify user");
+    assert_eq!(of("deposit-received").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_committed_event_reaches_kafka_across_relay_crashes() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    let _notifier = config.spawn("notify");
+    let writer = async {
+        let mut ids = Vec::new();
+        for _ in 0..30 {
+            ids.extend(write_deposit_events(&app, 20, 5).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ids
+    };
+    let crasher = async {
+        let mut kills = 0;
+        while kills < 6 {
+            let mut relay = config.spawn("relay");
+            tokio::time::sleep(Duration::from_millis(400 + 150 * kills)).await;
+            relay.kill();
+            kills += 1;
+        }
+        kills
+    };
+    let (ids, kills) = tokio::join!(writer, crasher);
+    assert!(kills >= 5);
+    let _survivor = config.spawn("relay");
+    eventually(Duration::from_secs(60), "the outbox to drain", || async { unpublished(&app).await == 0 }).await;
+
+    let topics = vec![config.topic("ledger")];
+    let seen = tokio::task::spawn_blocking({
+        let brokers = config.brokers.clone();
+        let expected = ids.len();
+        move || read_topics(&brokers, &topics, expected, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} committed events never reached Kafka", missing.len(), ids.len());
+    let duplicates: usize = seen.values().map(|(n, _, _)| n - 1).sum();
+    println!("{} events, {duplicates} duplicates after {kills} relay kills", ids.len());
+
+    eventually(Duration::from_secs(60), "every notification", || {
+        let effects = novu.effects().len();
+        let expected = ids.len();
+        async move { effects >= expected }
+    })
+    .await;
+    let effects = novu.effects();
+    let transactions: BTreeSet<_> = effects.iter().filter_map(|t| t.transaction_id.clone()).collect();
+    assert_eq!(effects.len(), ids.len(), "one effect per event");
+    assert_eq!(transactions.len(), ids.len(), "each transactionId took effect once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_relay_takes_over_when_the_leader_dies() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    let mut first = config.spawn("relay");
+    eventually(Duration::from_secs(20), "a leader", || async { first.metric("wasmpay_bridge_relay_leader").await == Some(1.0) }).await;
+    let second = config.spawn("relay");
+    eventually(Duration::from_secs(20), "the standby to be up", || async { second.metric("wasmpay_bridge_relay_leader").await.is_some() })
+        .await;
+    assert_eq!(second.metric("wasmpay_bridge_relay_leader").await, Some(0.0), "one leader at a time");
+
+    write_deposit_events(&app, 10, 10).await;
+    eventually(Duration::from_secs(20), "the leader to publish", || async { unpublished(&app).await == 0 }).await;
+    assert_eq!(second.metric("wasmpay_bridge_events_relayed").await, Some(0.0), "the standby published nothing");
+
+    first.kill();
+    let killed_at = Instant::now();
+    write_deposit_events(&app, 10, 10).await;
+    eventually(Duration::from_secs(20), "the standby to take over", || async {
+        second.metric("wasmpay_bridge_relay_leader").await == Some(1.0)
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the new leader to publish", || async { unpublished(&app).await == 0 }).await;
+    println!("take-over and publish after {:?}", killed_at.elapsed());
+    assert!(killed_at.elapsed() < Duration::from_secs(10));
+    assert_eq!(second.metric("wasmpay_bridge_events_relayed").await, Some(10.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_survive_a_broker_restart() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut broker = Broker::start(Storage::Sqlite).unwrap();
+    let config = BridgeConfig::new(&app, broker.brokers(), &novu);
+    let relay = config.spawn("relay");
+    let mut ids = write_deposit_events(&app, 20, 5).await;
+    eventually(Duration::from_secs(30), "the first events to publish", || async { unpublished(&app).await == 0 }).await;
+
+    broker.stop();
+    ids.extend(write_deposit_events(&app, 20, 5).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(unpublished(&app).await > 0, "nothing can be published while the broker is down");
+    broker.restart().unwrap();
+    ids.extend(write_deposit_events(&app, 20, 5).await);
+    eventually(Duration::from_secs(60), "the outbox to drain after the restart", || async { unpublished(&app).await == 0 }).await;
+    assert!(relay.metric("wasmpay_bridge_relay_failures").await.unwrap_or(0.0) >= 1.0, "{}", relay.log());
+
+    let topics = vec![config.topic("ledger")];
+    let brokers = broker.brokers();
+    let expected = ids.len();
+    let seen = tokio::task::spawn_blocking(move || read_topics(&brokers, &topics, expected, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!(missing, 0, "events lost across the broker restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_failing_and_hanging_calls_to_novu_are_retried() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    novu.fail_next([
+        Fault::TooManyRequests { retry_after_secs: 1 },
+        Fault::ServerError,
+        Fault::Delay(Duration::from_secs(3)),
+    ]);
+    let bridge = BridgeConfig::new(&app, kafka::shared().brokers(), &novu).spawn("run");
+    let user = crate::users::signed_up(&app, "retried").await;
+    let started = Instant::now();
+    eventually(Duration::from_secs(30), "the verification e-mail after retries", || {
+        let effects = novu.effects();
+        async move { effects.iter().any(|t| t.name == "email-verification") }
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    assert!(novu.request_count() >= 4);
+    assert_eq!(novu.effects().len(), 1, "{}", user.id);
+    assert!(bridge.metric("wasmpay_bridge_notifications_retried").await.unwrap_or(0.0) >= 3.0, "{}", bridge.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_notification_is_dead_lettered_and_the_consumer_moves_on() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    novu.reject_workflow("email-verification");
+    let config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    let bridge = config.spawn("run");
+    let user = crate::users::signed_up(&app, "refused").await;
+    let wallet_id = wallet(&app, &user, "USD").await;
+    deposit(&app, &user, &wallet_id, "5").await.expect(201);
+    eventually(Duration::from_secs(30), "the deposit notification after the refused one", || {
+        let effects = novu.effects();
+        async move { effects.iter().any(|t| t.name == "deposit-received") }
+    })
+    .await;
+    assert!(novu.effects().iter().all(|t| t.name != "email-verification"));
+    let topics = vec![config.topic("notifications.dlq")];
+    let brokers = config.brokers.clone();
+    let dead = tokio::task::spawn_blocking(move || read_topics(&brokers, &topics, 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let (_, event_type, letter) = dead.values().next().expect("a dead letter");
+    assert_eq!(event_type, "user.registered");
+    assert_eq!(letter["status"], 400);
+    assert_eq!(letter["request"]["name"], "email-verification");
+    assert_eq!(bridge.metric("wasmpay_bridge_notifications_dead_lettered").await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut bridge = BridgeConfig::new(&app, kafka::shared().brokers(), &novu).spawn("run");
+    eventually(Duration::from_secs(20), "readiness", || async {
+        reqwest::get(format!("http://127.0.0.1:{}/readyz", bridge.ops_port))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    write_deposit_events(&app, 50, 50).await;
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe { libc::kill(bridge.child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = bridge.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the bridge did not stop within its shutdown timeout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}: {}", bridge.log());
+}
