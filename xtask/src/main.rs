@@ -4,8 +4,10 @@
 //!   (bridge, wasmpay-host).
 //! - `test [args…]`: `build`, then the whole test suite (`cargo test`, args passed on).
 //! - `up`: the platform on this machine: a local PostgreSQL in `.wasmpay/` (unless
-//!   `DATABASE_URL` is set), migrations, and the components under `spin up` when Spin is
-//!   installed, else under the wasmpay host. Ctrl-C stops everything it started.
+//!   `DATABASE_URL` is set), migrations, the components under `spin up` when Spin is
+//!   installed, else under the wasmpay host, and — when `tansu` is installed (or
+//!   `KAFKA_BROKERS` is set) — a Kafka-protocol broker and the bridge, printing the
+//!   notifications it would send to Novu. Ctrl-C stops everything it started.
 
 use std::{
     path::{Path, PathBuf},
@@ -146,6 +148,15 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         .arg("migrate")
         .env("DATABASE_URL", database_url))?;
 
+    let secrets = local_secrets(root)?;
+    let _events = match events(root, &target, database_url, &secrets)? {
+        Some(events) => Some(events),
+        None => {
+            eprintln!("tansu is not installed and KAFKA_BROKERS is not set: running without the broker and the bridge");
+            None
+        }
+    };
+
     let mut server = if spin {
         step(&format!("serving with spin up on http://{listen}"));
         let mut command = Command::new("spin");
@@ -161,7 +172,7 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         }
         command
     };
-    for (name, value) in local_secrets(root)? {
+    for (name, value) in &secrets {
         server.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
     }
     let mut child = server
@@ -183,6 +194,57 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         bail!("the server exited with {status}");
     }
     Ok(())
+}
+
+/// A child process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The broker (tansu, in memory, unless `KAFKA_BROKERS` names one) and `bridge run`, whose
+/// notifications are printed (no `NOVU_API_KEY`) unless the environment says otherwise.
+fn events(root: &Path, target: &Path, database_url: &str, secrets: &[(String, String)]) -> anyhow::Result<Option<(Option<Running>, Running)>> {
+    let (brokers, broker) = match std::env::var("KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => (brokers, None),
+        _ if on_path("tansu") => {
+            step("starting tansu (Kafka-protocol broker, in memory) on 127.0.0.1:9092");
+            let child = Command::new("tansu")
+                .args([
+                    "broker",
+                    "--listener-url", "tcp://127.0.0.1:9092",
+                    "--advertised-listener-url", "tcp://127.0.0.1:9092",
+                    "--storage-engine", "memory://tansu/",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(root.join(".wasmpay/tansu.log"))?)
+                .spawn()
+                .context("cannot start tansu")?;
+            ("127.0.0.1:9092".to_owned(), Some(Running(child)))
+        }
+        _ => return Ok(None),
+    };
+    step("starting the bridge (relay + notifier; notifications are printed)");
+    // The key the components seal with: the environment's, else the generated one.
+    let variable = |name: &str| {
+        std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
+            .ok()
+            .or_else(|| secrets.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+    };
+    let key_id = variable("event_encryption_key_id").unwrap_or_else(|| "k1".to_owned());
+    let key = variable("event_encryption_key").unwrap_or_default();
+    let bridge = Command::new(target.join("debug/bridge"))
+        .arg("run")
+        .env("DATABASE_URL", database_url)
+        .env("KAFKA_BROKERS", &brokers)
+        .env("EVENT_KEYS", format!("{key_id}={key}"))
+        .spawn()
+        .context("cannot start the bridge")?;
+    Ok(Some((broker, Running(bridge))))
 }
 
 /// The secrets a local run needs, generated once into `.wasmpay/secrets` (mode 0600) unless
