@@ -5,6 +5,7 @@ mod client;
 mod cpu;
 mod login;
 mod platform;
+mod relay;
 mod transfers;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,19 @@ enum Bench {
         #[arg(long)]
         pin: bool,
     },
+    /// bridge relay draining a 50,000-event backlog vs a raw rdkafka producer, and the
+    /// commit-to-publish lag at a steady rate.
+    Relay {
+        /// Events per second of the steady phase.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Seconds of the steady phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// The relay's RELAY_BATCH_SIZE.
+        #[arg(long, default_value_t = 500)]
+        batch_size: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         match cli.bench {
             Bench::Login { cost, samples } => login::run(cost, samples).await,
             Bench::Transfers { seconds, pin } => transfers::run(seconds, pin).await,
+            Bench::Relay { rate, seconds, batch_size } => relay::run(rate, seconds, batch_size).await,
         }
     })
 }
