@@ -9,7 +9,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Notificati
 
 /// Connects; the connection is driven on a background task.
 pub async fn connect(database_url: &str) -> anyhow::Result<Client> {
-    Ok(open(database_url, None).await?)
+    open(database_url, None).await
 }
 
 /// Connects and forwards the connection's notifications; the receiver closes when the

@@ -75,7 +75,14 @@ pub async fn run(
         };
         metrics.relay_leader.set(1);
         tracing::info!("relay is the leader");
-        let outcome = lead(&leader, notifications, &mut producer, &outage, kafka_args, args, &metrics, &shutdown).await;
+        let settings = Settings {
+            kafka: kafka_args,
+            relay: args,
+            metrics: &metrics,
+            shutdown: &shutdown,
+            outage: &outage,
+        };
+        let outcome = lead(&leader, notifications, &mut producer, &settings).await;
         metrics.relay_leader.set(0);
         match outcome {
             Ok(()) => break,
@@ -140,17 +147,29 @@ async fn become_leader(
     }
 }
 
+/// What a leading relay works with.
+struct Settings<'a> {
+    kafka: &'a KafkaArgs,
+    relay: &'a RelayArgs,
+    metrics: &'a Metrics,
+    shutdown: &'a CancellationToken,
+    outage: &'a Arc<Outage>,
+}
+
 /// Relays while this process leads. `Ok` on shutdown, `Err` when the leadership ends.
 async fn lead(
     client: &Client,
     mut notifications: mpsc::UnboundedReceiver<Notification>,
     producer: &mut WatchedProducer,
-    outage: &Arc<Outage>,
-    kafka_args: &KafkaArgs,
-    args: &RelayArgs,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
+    settings: &Settings<'_>,
 ) -> anyhow::Result<()> {
+    let Settings {
+        kafka: kafka_args,
+        relay: args,
+        metrics,
+        shutdown,
+        outage,
+    } = *settings;
     kafka::ensure_topics(kafka_args).await?;
     metrics.set_relay_ready(true);
     let prune_every = Duration::from_secs(args.prune_interval_secs);

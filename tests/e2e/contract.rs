@@ -35,8 +35,11 @@ impl Interface {
     }
 }
 
-/// The interfaces a world imports and exports; `Err` names a bare function or type item.
-fn world_interfaces(resolve: &Resolve, world: WorldId) -> (Vec<Result<Interface, String>>, Vec<Result<Interface, String>>) {
+/// An item of a world: an interface, or (`Err`) the name of a bare function or type.
+type Item = Result<Interface, String>;
+
+/// The interfaces a world imports and exports.
+fn world_interfaces(resolve: &Resolve, world: WorldId) -> (Vec<Item>, Vec<Item>) {
     let world = &resolve.worlds[world];
     let describe = |items: &wit_parser::IndexMap<wit_parser::WorldKey, WorldItem>| {
         items
@@ -73,7 +76,7 @@ fn contract() -> Contract {
         .expect("wit/ parses");
     let world = resolve.select_world(&[package], Some("component")).expect("world `component`");
     let (imports, exports) = world_interfaces(&resolve, world);
-    let only_interfaces = |items: Vec<Result<Interface, String>>| {
+    let only_interfaces = |items: Vec<Item>| {
         items
             .into_iter()
             .map(|item| item.unwrap_or_else(|name| panic!("the contract names an interface, not {name}")))

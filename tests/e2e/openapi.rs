@@ -175,3 +175,46 @@ fn every_operation_documents_its_errors_as_problems() {
         }
     }
 }
+
+/// The routes the components register (their `lib.rs` route tables) and the operations
+/// openapi.yaml documents are the same set.
+#[test]
+fn the_document_lists_exactly_the_routes_the_components_serve() {
+    use std::collections::BTreeSet;
+    let mut served = BTreeSet::new();
+    for component in crate::app::COMPONENTS {
+        let table = std::fs::read_to_string(paths::repo_root().join(format!("components/{component}/src/lib.rs")))
+            .expect("the component's route table");
+        for line in table.lines() {
+            for method in METHODS {
+                let Some(rest) = line.trim().strip_prefix(&format!(".{method}(\"")) else {
+                    continue;
+                };
+                let path = rest.split('"').next().unwrap_or_default();
+                let template: Vec<String> = path
+                    .split('/')
+                    .map(|segment| match segment.strip_prefix(':') {
+                        Some(name) => format!("{{{name}}}"),
+                        None => segment.to_owned(),
+                    })
+                    .collect();
+                served.insert(format!("{} {}", method.to_uppercase(), template.join("/")));
+            }
+        }
+    }
+    let documented: BTreeSet<String> = OpenApi::get().document()["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            METHODS
+                .iter()
+                .filter(|method| !item[**method].is_null())
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    assert!(served.len() > 20, "the route tables were read: {served:?}");
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(undocumented.is_empty() && unserved.is_empty(), "undocumented: {undocumented:?}; not served: {unserved:?}");
+}
