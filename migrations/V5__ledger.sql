@@ -192,6 +192,16 @@ LANGUAGE sql STABLE AS $$
     WHERE a.id = p_account
 $$;
 
+-- What every posting event says about its posting; each event adds its own members.
+CREATE FUNCTION ledger.posting_event(posted ledger.transfers) RETURNS JSONB
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'transferId', posted.id,
+        'amount', round(posted.amount, posted.scale)::text,
+        'currency', posted.currency,
+        'createdAt', to_char(posted.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+$$;
+
 CREATE FUNCTION ledger.add_event(p_event_id UUID, p_aggregate_id UUID, p_type TEXT, p_payload JSONB)
 RETURNS void
 LANGUAGE sql AS $$
@@ -257,12 +267,11 @@ BEGIN
     END IF;
     posted := ledger.record_posting(p_transfer_id, 'transfer', p_from, target, p_currency, source.scale,
                                     p_amount, p_description, p_user, NULL);
-    PERFORM ledger.add_event(p_event_id, posted.id, 'transfer.completed', jsonb_build_object(
-        'transferId', posted.id, 'amount', round(posted.amount, posted.scale)::text,
-        'currency', posted.currency, 'description', posted.description,
-        'sender', ledger.party_json(posted.from_account_id),
-        'recipient', ledger.party_json(posted.to_account_id),
-        'createdAt', to_char(posted.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+    PERFORM ledger.add_event(p_event_id, posted.id, 'transfer.completed',
+        ledger.posting_event(posted) || jsonb_build_object(
+            'description', posted.description,
+            'sender', ledger.party_json(posted.from_account_id),
+            'recipient', ledger.party_json(posted.to_account_id)));
     RETURN ledger.settle_key(p_user, p_key, 201, ledger.transfer_json(posted), NULL);
 END;
 $$;
@@ -316,11 +325,10 @@ BEGIN
         posted := ledger.record_posting(p_transfer_id, 'withdrawal', p_account, settlement, wallet.currency,
                                         wallet.scale, p_amount, NULL, p_user, NULL);
     END IF;
-    PERFORM ledger.add_event(p_event_id, posted.id, p_direction || '.completed', jsonb_build_object(
-        'transferId', posted.id, 'amount', round(posted.amount, posted.scale)::text,
-        'currency', posted.currency, 'account', ledger.party_json(p_account),
-        'balanceAfter', round((SELECT balance FROM accounts.accounts WHERE id = p_account), posted.scale)::text,
-        'createdAt', to_char(posted.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+    PERFORM ledger.add_event(p_event_id, posted.id, p_direction || '.completed',
+        ledger.posting_event(posted) || jsonb_build_object(
+            'account', ledger.party_json(p_account),
+            'balanceAfter', round((SELECT balance FROM accounts.accounts WHERE id = p_account), posted.scale)::text));
     RETURN ledger.settle_key(p_user, p_key, 201, ledger.transfer_json(posted), NULL);
 END;
 $$;
@@ -383,15 +391,15 @@ BEGIN
     RETURNING * INTO original;
     posted := ledger.record_posting(p_refund_id, 'refund', refunder.id, refundee.id, original.currency,
                                     original.scale, refund_amount, 'Refund of ' || original.id, p_user, original.id);
-    PERFORM ledger.add_event(p_event_id, original.id, 'transfer.refunded', jsonb_build_object(
-        'refundId', posted.id, 'transferId', original.id,
-        'amount', round(posted.amount, posted.scale)::text,
-        'refundedAmount', round(original.refunded_amount, original.scale)::text,
-        'transferAmount', round(original.amount, original.scale)::text,
-        'currency', posted.currency,
-        'refundedBy', ledger.party_json(refunder.id),
-        'refundedTo', ledger.party_json(refundee.id),
-        'createdAt', to_char(posted.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
+    -- Keyed by the original transfer, so its events stay in order; transferId names it.
+    PERFORM ledger.add_event(p_event_id, original.id, 'transfer.refunded',
+        ledger.posting_event(posted) || jsonb_build_object(
+            'refundId', posted.id,
+            'transferId', original.id,
+            'refundedAmount', round(original.refunded_amount, original.scale)::text,
+            'transferAmount', round(original.amount, original.scale)::text,
+            'refundedBy', ledger.party_json(refunder.id),
+            'refundedTo', ledger.party_json(refundee.id)));
     RETURN ledger.settle_key(p_user, p_key, 201, ledger.transfer_json(posted), NULL);
 END;
 $$;
