@@ -20,7 +20,8 @@ pub enum CurrencyError {
 
 impl Currency {
     /// Parses a code such as `USD` (case-insensitive). Codes without an ISO 4217 minor unit
-    /// (precious metals, `XXX`, testing codes) are refused: no wallet can hold them.
+    /// (precious metals, the "no currency" code, testing codes) are refused: no wallet can
+    /// hold them.
     pub fn parse(code: &str) -> Result<Self, CurrencyError> {
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(CurrencyError::Malformed);
