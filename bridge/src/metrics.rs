@@ -37,8 +37,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("wasmpay_bridge");
         let metrics = Self {
+            registry: Registry::with_prefix("wasmpay_bridge"),
             outbox_backlog: Gauge::default(),
             outbox_oldest_age_seconds: Gauge::default(),
             relay_leader: Gauge::default(),
@@ -52,26 +52,31 @@ impl Metrics {
             notify_ready: AtomicBool::new(false),
             needs_relay: AtomicBool::new(false),
             needs_notify: AtomicBool::new(false),
-            registry: Registry::default(),
         };
-        registry.register("outbox_backlog", "Outbox events not yet published", metrics.outbox_backlog.clone());
+        metrics.registered()
+    }
+
+    /// Registers every metric (handles share their values with the registry's copies).
+    fn registered(mut self) -> Self {
+        let registry = &mut self.registry;
+        registry.register("outbox_backlog", "Outbox events not yet published", self.outbox_backlog.clone());
         registry.register(
             "outbox_oldest_unpublished_age_seconds",
             "Age of the oldest unpublished outbox event",
-            metrics.outbox_oldest_age_seconds.clone(),
+            self.outbox_oldest_age_seconds.clone(),
         );
-        registry.register("relay_leader", "1 while this process is the active relay", metrics.relay_leader.clone());
-        registry.register("events_relayed", "Events the broker acknowledged", metrics.events_relayed.clone());
-        registry.register("relay_failures", "Batches that failed and will be retried", metrics.relay_failures.clone());
-        registry.register("notifications_sent", "Notifications Novu accepted (or printed)", metrics.notifications_sent.clone());
-        registry.register("notifications_retried", "Retried Novu requests", metrics.notifications_retried.clone());
+        registry.register("relay_leader", "1 while this process is the active relay", self.relay_leader.clone());
+        registry.register("events_relayed", "Events the broker acknowledged", self.events_relayed.clone());
+        registry.register("relay_failures", "Batches that failed and will be retried", self.relay_failures.clone());
+        registry.register("notifications_sent", "Notifications Novu accepted (or printed)", self.notifications_sent.clone());
+        registry.register("notifications_retried", "Retried Novu requests", self.notifications_retried.clone());
         registry.register(
             "notifications_dead_lettered",
             "Notifications sent to the dead-letter topic",
-            metrics.notifications_dead_lettered.clone(),
+            self.notifications_dead_lettered.clone(),
         );
-        registry.register("events_skipped", "Events with no notification", metrics.events_skipped.clone());
-        Self { registry, ..metrics }
+        registry.register("events_skipped", "Events with no notification", self.events_skipped.clone());
+        self
     }
 
     pub fn encode(&self) -> String {

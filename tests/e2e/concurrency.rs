@@ -289,14 +289,14 @@ async fn close_and_posting_wait_for_each_other() {
         )
         .await
         .unwrap();
-    let ((refused, answered_at), committed_at) = tokio::join!(
+    let ((refused, answered_at), committing_at) = tokio::join!(
         async {
             let reply = app.delete(&path).bearer(&alice.access).send().await;
             (reply, Instant::now())
         },
         commit_after_a_while(&session)
     );
-    assert!(answered_at > committed_at, "the close did not wait for the posting's lock");
+    assert!(answered_at > committing_at, "the close did not wait for the posting's lock");
     refused.expect(409);
     assert_eq!(refused.problem(), "account-not-empty");
 
@@ -318,7 +318,7 @@ async fn close_and_posting_wait_for_each_other() {
         )
         .await
         .unwrap();
-    let ((refused, answered_at), committed_at) = tokio::join!(
+    let ((refused, answered_at), committing_at) = tokio::join!(
         async {
             let reply = app
                 .post("/deposits")
@@ -331,15 +331,17 @@ async fn close_and_posting_wait_for_each_other() {
         },
         commit_after_a_while(&session)
     );
-    assert!(answered_at > committed_at, "the posting did not wait for the close's lock");
+    assert!(answered_at > committing_at, "the posting did not wait for the close's lock");
     refused.expect(409);
     assert_eq!(refused.problem(), "account-closed");
     assert_books_balance(&app).await;
 }
 
-/// Lets the other side reach the lock, then commits the held transaction.
+/// Lets the other side reach the lock, then commits the held transaction; returns when the
+/// commit started: nothing waiting on the lock can finish before that.
 async fn commit_after_a_while(session: &tokio_postgres::Client) -> Instant {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let committing = Instant::now();
     session.batch_execute("COMMIT").await.unwrap();
-    Instant::now()
+    committing
 }

@@ -222,7 +222,7 @@ async fn an_idempotency_key_replays_its_outcome_and_refuses_other_requests() {
 
 #[tokio::test]
 async fn idempotency_keys_expire() {
-    let app = TestApp::spawn_with(|config| config.variable("idempotency_key_ttl_secs", "1")).await;
+    let app = TestApp::spawn_with(|config| config.variable("idempotency_key_ttl_secs", "3")).await;
     let alice = verified(&app, "alice-expiry").await;
     let usd = wallet(&app, &alice, "USD").await;
     let k = key();
@@ -235,7 +235,7 @@ async fn idempotency_keys_expire() {
     };
     deposit_with("1").await.expect(201);
     deposit_with("2").await.expect(422);
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
     deposit_with("2").await.expect(201);
     assert_eq!(balance(&app, &alice, &usd).await, "3.00");
 }
