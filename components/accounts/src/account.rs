@@ -45,8 +45,3 @@ impl AccountView {
         })
     }
 }
-
-/// A wallet id from the path; anything that is not a UUID cannot name a wallet (404).
-pub fn parse_id(text: Option<&str>) -> Option<Uuid> {
-    text.and_then(|id| id.parse().ok())
-}

@@ -15,12 +15,12 @@ use wasmpay_common::{
     router::Params,
 };
 
-use crate::account::{ACCOUNT_COLUMNS, AccountView, parse_id};
+use crate::account::{ACCOUNT_COLUMNS, AccountView};
 
 pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no wallet with this id");
-    let id = parse_id(params.get("id")).ok_or_else(not_found)?;
+    let id = params.uuid("id").ok_or_else(not_found)?;
     let db = Db::connect()?;
     let row = db
         .query_opt(

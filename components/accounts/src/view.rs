@@ -5,7 +5,7 @@ use serde::Serialize;
 use spin_sdk::http::{Request, Response};
 use wasmpay_common::{auth, db::Db, http, problem::Problem, router::Params};
 
-use crate::account::{ACCOUNT_COLUMNS, AccountView, parse_id};
+use crate::account::{ACCOUNT_COLUMNS, AccountView};
 
 #[derive(Serialize)]
 struct AccountList {
@@ -34,7 +34,7 @@ pub fn mine(request: &Request, _: &Params) -> Result<Response, Problem> {
 pub fn one(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no wallet with this id");
-    let id = parse_id(params.get("id")).ok_or_else(not_found)?;
+    let id = params.uuid("id").ok_or_else(not_found)?;
     let db = Db::connect()?;
     let row = db
         .query_opt(

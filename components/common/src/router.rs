@@ -14,6 +14,11 @@ impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
+
+    /// A parameter that must be a UUID; anything else names no resource.
+    pub fn uuid(&self, name: &str) -> Option<uuid::Uuid> {
+        self.get(name)?.parse().ok()
+    }
 }
 
 pub type Handler = fn(&Request, &Params) -> Result<Response, Problem>;

@@ -228,7 +228,7 @@ pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
 pub fn revoke(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no active session with this id");
-    let session_id: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let session_id: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let db = Db::connect()?;
     let revoked = db.execute(
         "UPDATE identity.sessions

@@ -126,7 +126,7 @@ fn render(amount: Decimal, scale: u32) -> String {
 pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no wallet with this id");
-    let wallet: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let wallet: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let query = parse_query(request.query())?;
     let db = Db::connect()?;
     let rows = db.query(

@@ -31,7 +31,7 @@ struct RefundBody {
 pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("you did not receive a transfer with this id");
-    let original: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let original: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let key = IdempotencyKey::from_request(request)?;
     // An empty body asks for everything that is left.
     let body: RefundBody = if request.body().is_empty() {

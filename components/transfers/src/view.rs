@@ -13,7 +13,7 @@ use wasmpay_common::{
 pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no transfer with this id");
-    let id: Uuid = params.get("id").and_then(|id| id.parse().ok()).ok_or_else(not_found)?;
+    let id: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let db = Db::connect()?;
     let row = db
         .query_opt(
