@@ -9,7 +9,7 @@ use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::Problem,
     router::Params,
@@ -24,8 +24,8 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let db = Db::connect()?;
     let row = db
         .query_opt(
-            &format!(
-                "WITH target AS (
+            &Query::with(
+                &format!("target AS (
                      SELECT a.id, a.status, a.balance FROM accounts.accounts a
                      WHERE a.id = $1 AND a.owner_id = $2
                  ), a AS (
@@ -39,9 +39,9 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
                      SELECT $3, 'accounts', id::text, 'account.closed',
                             jsonb_build_object('accountId', id, 'ownerId', owner_id, 'currency', currency)
                      FROM a
-                 )
-                 SELECT EXISTS (SELECT 1 FROM a), t.status, {ACCOUNT_COLUMNS}
-                 FROM target t LEFT JOIN a ON true"
+                 )"),
+                &format!("SELECT EXISTS (SELECT 1 FROM a), t.status, {ACCOUNT_COLUMNS}
+                 FROM target t LEFT JOIN a ON true"),
             ),
             &[id.into(), caller.user_id.into(), Uuid::now_v7().into()],
         )?

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use wasmpay_common::{
     auth, config,
     currency::Currency,
-    db::{Db, sqlstate},
+    db::{Db, Query, sqlstate},
     http,
     problem::{FieldError, Problem},
     router::Params,
@@ -46,8 +46,8 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     let account_id = Uuid::now_v7();
     let db = Db::connect()?;
     let opened = db.query_opt(
-        &format!(
-            "WITH settlement AS (
+        &Query::with(
+            &format!("settlement AS (
                  INSERT INTO accounts.accounts (id, kind, currency, scale)
                  VALUES (gen_random_uuid(), 'settlement', $3, $5)
                  ON CONFLICT DO NOTHING
@@ -61,8 +61,8 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
                  SELECT $4, 'accounts', id::text, 'account.opened',
                         jsonb_build_object('accountId', id, 'ownerId', owner_id, 'currency', currency)
                  FROM a
-             )
-             SELECT {ACCOUNT_COLUMNS} FROM a"
+             )"),
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM a"),
         ),
         &[
             account_id.into(),

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use spin_sdk::http::{Request, Response};
-use wasmpay_common::{auth, db::Db, http, problem::Problem, router::Params};
+use wasmpay_common::{auth, db::{Db, Query}, http, problem::Problem, router::Params};
 
 use crate::account::{ACCOUNT_COLUMNS, AccountView};
 
@@ -18,16 +18,14 @@ const MAX_LISTED_ACCOUNTS: i64 = 500;
 pub fn mine(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let db = Db::connect()?;
-    let rows = db.query(
-        &format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a
+    let rows = db.query_all(
+        &Query::select(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a
              WHERE a.owner_id = $1 AND a.kind = 'user'
              ORDER BY a.created_at DESC, a.id DESC
-             LIMIT $2"
-        ),
+             LIMIT $2")),
         &[caller.user_id.into(), MAX_LISTED_ACCOUNTS.into()],
     )?;
-    let accounts = rows.rows.iter().map(|row| AccountView::from_row(row)).collect::<Result<_, _>>()?;
+    let accounts = rows.iter().map(|row| AccountView::from_row(row)).collect::<Result<_, _>>()?;
     Ok(http::json(200, &AccountList { accounts }))
 }
 
@@ -38,7 +36,7 @@ pub fn one(request: &Request, params: &Params) -> Result<Response, Problem> {
     let db = Db::connect()?;
     let row = db
         .query_opt(
-            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2"),
+            &Query::select(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2")),
             &[id.into(), caller.user_id.into()],
         )?
         .ok_or_else(not_found)?;

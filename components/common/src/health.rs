@@ -4,7 +4,7 @@ use serde::Serialize;
 use spin_sdk::http::Response;
 
 use crate::{
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::Problem,
 };
@@ -21,7 +21,7 @@ struct Health {
 /// Reports the component and the newest migration applied to the database it uses.
 pub fn report(component: &'static str, version: &'static str) -> Result<Response, Problem> {
     let db = Db::connect()?;
-    let row = db.query_one("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history", &[])?;
+    let row = db.query_one(&Query::select("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history"), &[])?;
     let schema_version: i32 = db::get(&row, 0)?;
     Ok(http::json(
         200,

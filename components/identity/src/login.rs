@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
-    db::{self, Db},
+    db::{self, Db, Query},
     email::Email,
     http,
     problem::{FieldError, Problem},
@@ -54,7 +54,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     let throttle_key = email_key_hash(&email_key);
     let db = Db::connect()?;
     let attempt = db.query_one(
-        "SELECT u.id, u.password_hash,
+        &Query::select("SELECT u.id, u.password_hash,
                 (SELECT count(*) FROM identity.login_failures f
                  WHERE f.email_key = $1
                    AND f.failed_at > (now() AT TIME ZONE 'UTC') - $3::int8 * interval '1 second'),
@@ -65,7 +65,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
                  ORDER BY f.failed_at DESC
                  OFFSET $4::int8 - 1 LIMIT 1)
          FROM (SELECT 1) AS one
-         LEFT JOIN identity.users u ON u.email_key = $2",
+         LEFT JOIN identity.users u ON u.email_key = $2"),
         &[
             throttle_key.clone().into(),
             email_key.into(),

@@ -6,7 +6,7 @@ use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::{FieldError, Problem},
     router::Params,
@@ -27,7 +27,7 @@ pub fn get(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let db = Db::connect()?;
     let row = db
-        .query_opt(&format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $1"), &[caller.user_id.into()])?
+        .query_opt(&Query::select(&format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $1")), &[caller.user_id.into()])?
         .ok_or_else(user_gone)?;
     Ok(http::json(200, &UserView::from_row(&row, 0)?))
 }
@@ -50,10 +50,13 @@ pub fn update(request: &Request, _: &Params) -> Result<Response, Problem> {
     let db = Db::connect()?;
     let row = db
         .query_opt(
-            &format!(
-                "UPDATE identity.users u SET full_name = $2, updated_at = now() AT TIME ZONE 'UTC'
-                 WHERE u.id = $1
-                 RETURNING {USER_COLUMNS}"
+            &Query::with(
+                "u AS (
+                     UPDATE identity.users u SET full_name = $2, updated_at = now() AT TIME ZONE 'UTC'
+                     WHERE u.id = $1
+                     RETURNING u.*
+                 )",
+                &format!("SELECT {USER_COLUMNS} FROM u"),
             ),
             &[caller.user_id.into(), full_name.into()],
         )?
@@ -90,7 +93,7 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
     let db = Db::connect()?;
     let account = db
         .query_opt(
-            "SELECT u.password_hash, u.email_key,
+            &Query::select("SELECT u.password_hash, u.email_key,
                     (SELECT count(*) FROM identity.login_failures f
                      WHERE f.email_key = sha256(convert_to(u.email_key, 'UTF8'))
                        AND f.failed_at > (now() AT TIME ZONE 'UTC') - $2::int8 * interval '1 second'),
@@ -100,7 +103,7 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
                      WHERE f.email_key = sha256(convert_to(u.email_key, 'UTF8'))
                      ORDER BY f.failed_at DESC
                      OFFSET $3::int8 - 1 LIMIT 1)
-             FROM identity.users u WHERE u.id = $1",
+             FROM identity.users u WHERE u.id = $1"),
             &[
                 caller.user_id.into(),
                 settings.login_failure_window_secs.into(),

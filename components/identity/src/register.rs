@@ -6,7 +6,7 @@ use serde_json::json;
 use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
-    db::{self, Db},
+    db::{self, Db, Query},
     email::Email,
     http,
     problem::{FieldError, Problem},
@@ -109,8 +109,8 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     });
     let db = Db::connect()?;
     let created = db.query_opt(
-        &format!(
-            "WITH u AS (
+        &Query::with(
+            &format!("u AS (
                  INSERT INTO identity.users (id, email, email_key, full_name, password_hash)
                  VALUES ($1, $2, $9, $3, $4)
                  ON CONFLICT (email_key) DO NOTHING
@@ -121,8 +121,8 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
              ), event AS (
                  INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
                  SELECT $7, 'identity', id::text, 'user.registered', $8 FROM u
-             )
-             SELECT {USER_COLUMNS} FROM u"
+             )"),
+            &format!("SELECT {USER_COLUMNS} FROM u"),
         ),
         &[
             user_id.into(),

@@ -11,7 +11,7 @@ use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth::{self, JwtConfig, Principal},
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::{FieldError, Problem},
     router::Params,
@@ -64,16 +64,16 @@ pub fn start(
         .header("user-agent")
         .map(|v| v.clone().into_utf8_lossy().chars().take(MAX_USER_AGENT_CHARS).collect());
     let row = db.query_one(
-        &format!(
-            "WITH cleared AS (
+        &Query::with(
+            &format!("cleared AS (
                  DELETE FROM identity.login_failures WHERE email_key = $1
              ), s AS (
                  INSERT INTO identity.sessions (id, user_id, user_agent) VALUES ($2, $3, $4) RETURNING id
              ), t AS (
                  INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
                  SELECT $5, id, (now() AT TIME ZONE 'UTC') + $6::int8 * interval '1 second' FROM s
-             )
-             SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $3"
+             )"),
+            &format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $3"),
         ),
         &[
             throttle_key.into(),
@@ -111,7 +111,8 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
     let successor = new_token()?;
     let db = Db::connect()?;
     let outcome = db.query_opt(
-        "WITH presented AS (
+        &Query::with(
+            "presented AS (
              SELECT t.token_hash, t.session_id, s.user_id, t.rotated_at, s.revoked_at,
                     t.expires_at <= (now() AT TIME ZONE 'UTC') AS expired
              FROM identity.refresh_tokens t
@@ -134,8 +135,8 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
              SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'refresh-token-reuse'
              FROM presented p
              WHERE s.id = p.session_id AND p.rotated_at IS NOT NULL AND p.revoked_at IS NULL
-         )
-         SELECT CASE
+         )",
+            "SELECT CASE
                     WHEN EXISTS (SELECT 1 FROM rotated) THEN 'rotated'
                     WHEN p.revoked_at IS NOT NULL THEN 'revoked'
                     WHEN p.rotated_at IS NOT NULL THEN 'reused'
@@ -143,6 +144,7 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
                 END,
                 p.session_id, p.user_id
          FROM presented p",
+        ),
         &[token_hash(&presented).into(), successor.hash.into(), ttl_param(settings.refresh_ttl_secs)],
     )?;
     let Some(row) = outcome else {
@@ -197,19 +199,18 @@ const MAX_LISTED_SESSIONS: i64 = 100;
 pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let db = Db::connect()?;
-    let rows = db.query(
-        "SELECT s.id, s.user_agent, s.created_at, s.last_used_at
+    let rows = db.query_all(
+        &Query::select("SELECT s.id, s.user_agent, s.created_at, s.last_used_at
          FROM identity.sessions s
          WHERE s.user_id = $1 AND s.revoked_at IS NULL
            AND EXISTS (SELECT 1 FROM identity.refresh_tokens t
                        WHERE t.session_id = s.id AND t.rotated_at IS NULL
                          AND t.expires_at > (now() AT TIME ZONE 'UTC'))
          ORDER BY s.last_used_at DESC
-         LIMIT $2",
+         LIMIT $2"),
         &[caller.user_id.into(), MAX_LISTED_SESSIONS.into()],
     )?;
     let sessions = rows
-        .rows
         .iter()
         .map(|row| {
             let id: Uuid = db::get(row, 0)?;

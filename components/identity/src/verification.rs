@@ -12,7 +12,7 @@ use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::{FieldError, Problem},
     router::Params,
@@ -80,8 +80,8 @@ pub fn verify(request: &Request, _: &Params) -> Result<Response, Problem> {
     };
     let db = Db::connect()?;
     let outcome = db.query_opt(
-        &format!(
-            "WITH presented AS (
+        &Query::with(
+            &format!("presented AS (
                  SELECT v.user_id, v.used_at, v.superseded_at,
                         v.expires_at <= (now() AT TIME ZONE 'UTC') AS expired
                  FROM identity.email_verifications v
@@ -104,15 +104,15 @@ pub fn verify(request: &Request, _: &Params) -> Result<Response, Problem> {
                  SELECT $2, 'identity', id::text, 'user.verified',
                         jsonb_build_object('userId', id, 'email', email, 'fullName', full_name)
                  FROM u
-             )
-             SELECT CASE
+             )"),
+            &format!("SELECT CASE
                         WHEN EXISTS (SELECT 1 FROM u) THEN 'verified'
                         WHEN p.used_at IS NOT NULL THEN 'used'
                         WHEN p.superseded_at IS NOT NULL THEN 'superseded'
                         ELSE 'expired'
                     END,
                     {USER_COLUMNS}
-             FROM presented p LEFT JOIN u ON true"
+             FROM presented p LEFT JOIN u ON true"),
         ),
         &[token_hash(&token).into(), Uuid::now_v7().into()],
     )?;
@@ -166,7 +166,8 @@ pub fn resend(request: &Request, _: &Params) -> Result<Response, Problem> {
     let issued = issue(caller.user_id, settings.verification_ttl_secs)?;
     let db = Db::connect()?;
     let outcome = db.query_opt(
-        "WITH target AS (
+        &Query::with(
+            "target AS (
              SELECT u.id, u.email, u.full_name, u.email_verified_at,
                     (SELECT max(v.created_at) FROM identity.email_verifications v WHERE v.user_id = u.id) AS last_sent
              FROM identity.users u
@@ -188,11 +189,12 @@ pub fn resend(request: &Request, _: &Params) -> Result<Response, Problem> {
              SELECT $5, 'identity', id::text, 'user.verification_requested',
                     $6::jsonb || jsonb_build_object('userId', id, 'email', email, 'fullName', full_name)
              FROM allowed
-         )
-         SELECT t.email_verified_at IS NOT NULL,
+         )",
+            "SELECT t.email_verified_at IS NOT NULL,
                 EXISTS (SELECT 1 FROM allowed),
                 ceil(extract(epoch FROM t.last_sent + $2::int8 * interval '1 second' - (now() AT TIME ZONE 'UTC')))::int8
          FROM target t",
+        ),
         &[
             caller.user_id.into(),
             i64::try_from(settings.resend_interval_secs).unwrap_or(i64::MAX).into(),

@@ -16,7 +16,7 @@ use spin_sdk::{
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::{FieldError, Problem},
     router::Params,
@@ -55,7 +55,7 @@ struct Page {
     next_cursor: Option<String>,
 }
 
-struct Query {
+struct PageQuery {
     limit: i64,
     before_version: Option<i64>,
     from: Option<NaiveDateTime>,
@@ -71,8 +71,8 @@ fn decode_cursor(cursor: &str) -> Option<i64> {
     text.strip_prefix(CURSOR_PREFIX)?.parse().ok().filter(|v| *v > 0)
 }
 
-fn parse_query(query: &str) -> Result<Query, Problem> {
-    let mut parsed = Query {
+fn parse_query(query: &str) -> Result<PageQuery, Problem> {
+    let mut parsed = PageQuery {
         limit: DEFAULT_LIMIT,
         before_version: None,
         from: None,
@@ -129,8 +129,8 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let wallet: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let query = parse_query(request.query())?;
     let db = Db::connect()?;
-    let rows = db.query(
-        "SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
+    let rows = db.query_all(
+        &Query::select("SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
                 other.account_id, other_wallet.kind, u.full_name, t.description, e.created_at,
                 e.account_version
          FROM accounts.accounts w
@@ -148,7 +148,7 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
          LEFT JOIN accounts.accounts other_wallet ON other_wallet.id = other.account_id
          LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
          WHERE w.id = $1 AND w.owner_id = $2 AND w.kind = 'user'
-         ORDER BY e.account_version DESC",
+         ORDER BY e.account_version DESC"),
         &[
             wallet.into(),
             caller.user_id.into(),
@@ -158,13 +158,13 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
             (query.limit + 1).into(),
         ],
     )?;
-    let Some(first) = rows.rows.first() else {
+    let Some(first) = rows.first() else {
         return Err(not_found());
     };
     let scale = u32::try_from(db::get::<i16>(first, 0)?).unwrap_or(0);
     let mut transactions = Vec::new();
     let mut versions = Vec::new();
-    for row in &rows.rows {
+    for row in &rows {
         let Some(entry_id) = db::get::<Option<i64>>(row, 1)? else {
             break;
         };

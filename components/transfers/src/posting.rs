@@ -4,7 +4,7 @@
 
 use spin_sdk::{http::Response, pg4::ParameterValue};
 use wasmpay_common::{
-    db::{self, Db, DbError},
+    db::{self, Db, DbError, Query},
     problem::Problem,
 };
 
@@ -16,7 +16,7 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 pub fn run(db: &Db, statement: &str, params: &[ParameterValue]) -> Result<Response, Problem> {
     let mut attempt = 1;
     let row = loop {
-        match db.query_one(statement, params) {
+        match db.query_one(&Query::select(statement), params) {
             Ok(row) => break row,
             Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => attempt += 1,
             Err(e) if e.is_transient() || e.sqlstate() == Some(LOCK_NOT_AVAILABLE) => {

@@ -4,7 +4,7 @@ use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db},
+    db::{self, Db, Query},
     http,
     problem::Problem,
     router::Params,
@@ -17,11 +17,11 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let db = Db::connect()?;
     let row = db
         .query_opt(
-            "SELECT ledger.transfer_json(t)
+            &Query::select("SELECT ledger.transfer_json(t)
              FROM ledger.transfers t
              JOIN accounts.accounts source ON source.id = t.from_account_id
              JOIN accounts.accounts destination ON destination.id = t.to_account_id
-             WHERE t.id = $1 AND (source.owner_id = $2 OR destination.owner_id = $2)",
+             WHERE t.id = $1 AND (source.owner_id = $2 OR destination.owner_id = $2)"),
             &[id.into(), caller.user_id.into()],
         )?
         .ok_or_else(not_found)?;
