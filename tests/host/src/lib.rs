@@ -25,6 +25,7 @@ use anyhow::Context;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use allowed_hosts::{AddressRefused, AllowedHost, check_postgres_address};
+pub use postgres::SpinVersion;
 pub use bindings::spin::postgres::postgres as pg_types;
 pub use routes::{RouteMatch, Router};
 
@@ -51,6 +52,8 @@ pub struct HostConfig {
     pub component_sources: BTreeMap<String, PathBuf>,
     pub listen: SocketAddr,
     pub max_request_body_bytes: usize,
+    /// Whose Postgres behaviour to reproduce (default: Spin 4.0.2, the latest release).
+    pub spin_version: SpinVersion,
 }
 
 impl HostConfig {
@@ -62,6 +65,7 @@ impl HostConfig {
             component_sources: BTreeMap::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            spin_version: SpinVersion::default(),
         }
     }
 
@@ -145,6 +149,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             resolver: resolver.clone(),
         };
         let runtime = ComponentRuntime::load(
+            config.spin_version,
             &source,
             variables,
             component.allowed_outbound_hosts,

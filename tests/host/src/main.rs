@@ -25,6 +25,11 @@ struct Args {
     /// Run a component from another Wasm file: `id=path`.
     #[arg(long = "component-source", value_parser = parse_pair)]
     component_sources: Vec<(String, String)>,
+    /// Reproduce the Postgres behaviour of this Spin release: `4.0` (4.0.0 to 4.0.2, where a
+    /// query returning zero rows hangs; this host fails such a request with a 500) or
+    /// `fixed` (Spin 3.x and later 4.0.x: an empty row set).
+    #[arg(long, default_value = "4.0")]
+    as_spin: wasmpay_host::SpinVersion,
     /// Largest request body buffered for a component, in bytes.
     #[arg(long, default_value_t = wasmpay_host::DEFAULT_MAX_REQUEST_BODY_BYTES)]
     max_request_body_bytes: usize,
@@ -63,6 +68,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .collect(),
         listen: args.listen,
         max_request_body_bytes: args.max_request_body_bytes,
+        spin_version: args.as_spin,
     };
     let host = wasmpay_host::start(config).await.context("cannot start the application")?;
     println!("Serving {}", host.url());

@@ -142,10 +142,12 @@ pub struct ComponentRuntime {
     variables: Arc<ComponentVariables>,
     allowed_host_templates: Arc<Vec<crate::variables::Template>>,
     environment: Vec<(String, String)>,
+    spin_version: postgres::SpinVersion,
 }
 
 impl ComponentRuntime {
     pub fn load(
+        spin_version: postgres::SpinVersion,
         source: &Path,
         variables: ComponentVariables,
         allowed_host_templates: Vec<crate::variables::Template>,
@@ -168,6 +170,7 @@ impl ComponentRuntime {
             variables: Arc::new(variables),
             allowed_host_templates: Arc::new(allowed_host_templates),
             environment,
+            spin_version,
         })
     }
 
@@ -188,6 +191,7 @@ impl ComponentRuntime {
             table: ResourceTable::new(),
             hooks: OutboundHttpDenied,
             postgres: postgres::InstanceState::new(
+                self.spin_version,
                 pg_factory.clone(),
                 self.allowed_host_templates.clone(),
                 self.variables.resolver.clone(),

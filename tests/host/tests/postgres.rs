@@ -3,7 +3,7 @@
 //! and the pool's session reset. These drive the same functions a guest's calls reach.
 
 use wasmpay_host::{
-    AllowedHost,
+    AllowedHost, SpinVersion,
     pg_types::{DbDataType, DbValue, Error as PgError, ParameterValue, QueryError, RangeBoundKind},
     postgres::{self, ClientFactory, Connection},
 };
@@ -278,4 +278,64 @@ async fn an_open_transaction_survives_recycling_as_under_spin() {
     drop(first);
     let second = connect(&factory, &db).await;
     assert_eq!(single(&second, "SELECT pg_current_xact_id_if_assigned()::text", &[]).await.1, xid);
+}
+
+#[tokio::test]
+async fn a_zero_row_query_fails_loudly_as_spin_4_0_would_hang_and_is_empty_when_fixed() {
+    let factory = ClientFactory::default();
+    let db = database().await;
+    let client = connect(&factory, &db).await;
+    let nothing = "SELECT 1 WHERE false";
+
+    let trap = postgres::guest_query(SpinVersion::Spin4_0, &client, nothing, &[])
+        .await
+        .expect_err("under Spin 4.0.2 a zero-row query must fail the request");
+    assert!(format!("{trap:#}").contains("spinframework/spin issue 3671"), "{trap:#}");
+    let found = postgres::guest_query(SpinVersion::Spin4_0, &client, "SELECT 1", &[]).await.unwrap().unwrap();
+    assert_eq!(found.rows, vec![vec![DbValue::Int32(1)]], "rows are untouched");
+
+    let empty = postgres::guest_query(SpinVersion::Fixed, &client, nothing, &[]).await.unwrap().unwrap();
+    assert!(empty.rows.is_empty() && empty.columns.is_empty(), "{empty:?}");
+
+    assert_eq!(SpinVersion::default(), SpinVersion::Spin4_0, "the latest release is the default");
+    assert_eq!("4.0.2".parse(), Ok(SpinVersion::Spin4_0));
+    assert_eq!("fixed".parse(), Ok(SpinVersion::Fixed));
+}
+
+/// The components' rule (`wasmpay_common::db::Query`) under the Spin 4.0 guard: whatever a
+/// statement matches, Postgres returns at least one row, data-modifying CTEs run once, and
+/// the rows keep the statement's order.
+#[tokio::test]
+async fn the_components_query_rule_never_returns_zero_rows() {
+    use wasmpay_common::db::Query;
+    let factory = ClientFactory::default();
+    let db = database().await;
+    let client = connect(&factory, &db).await;
+    postgres::execute(&client, "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)", &[]).await.unwrap();
+    let run = |query: Query<'static>| {
+        let client = &client;
+        async move {
+            postgres::guest_query(SpinVersion::Spin4_0, client, &query.at_least_one_row(), &[])
+                .await
+                .unwrap_or_else(|trap| panic!("{query:?} tripped the zero-row guard: {trap:#}"))
+                .unwrap()
+                .rows
+        }
+    };
+    let nothing = run(Query::select("SELECT id, body FROM notes WHERE id = 42")).await;
+    assert_eq!(nothing.len(), 1);
+    assert!(nothing[0].iter().all(|value| *value == DbValue::DbNull), "{nothing:?}");
+
+    let insert = "n AS (INSERT INTO notes VALUES (1, 'first') ON CONFLICT (id) DO NOTHING RETURNING *)";
+    let inserted = run(Query::with(insert, "SELECT id, body FROM n")).await;
+    assert_eq!(inserted[0][0], DbValue::Boolean(true), "the first insert matched");
+    assert_eq!(inserted[0][2..], [DbValue::Int32(1), DbValue::Str("first".into())]);
+    let conflict = run(Query::with(insert, "SELECT id, body FROM n")).await;
+    assert_eq!(conflict.len(), 1);
+    assert_eq!(conflict[0][0], DbValue::DbNull, "a conflict matches nothing, in one row");
+
+    let ordered = run(Query::select("SELECT n FROM generate_series(1, 200) n ORDER BY n DESC")).await;
+    let values: Vec<DbValue> = ordered.iter().map(|row| row[2].clone()).collect();
+    let expected: Vec<DbValue> = (1..=200).rev().map(DbValue::Int32).collect();
+    assert_eq!(values, expected);
 }

@@ -2,6 +2,12 @@
 //! checked against `allowed_outbound_hosts`, connections come from a deadpool pool per
 //! address (64 connections, "Clean" recycling), every statement goes through
 //! tokio-postgres's `query`/`execute` (prepare, then execute), and errors carry SQLSTATE.
+//!
+//! One behaviour differs between Spin releases, chosen with [`SpinVersion`]: under Spin
+//! 4.0.0 to 4.0.2 a `query` that returns zero rows never returns (spinframework/spin issue
+//! 3671: the host waits for a column list that Postgres only sends with the first row).
+//! Imitating that hang would stall the test run, so by default this host fails the request
+//! instead, loudly: a 500 and a log line naming the statement.
 
 pub mod convert;
 
@@ -73,8 +79,32 @@ fn create_connection_pool(address: &str) -> anyhow::Result<Pool> {
     Ok(Pool::builder(manager).max_size(CONNECTION_POOL_SIZE).build()?)
 }
 
+/// Which Spin release's Postgres behaviour the host reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpinVersion {
+    /// Spin 4.0.0 to 4.0.2, the latest release: a zero-row `query` hangs the request
+    /// there, and fails it here (trap, so the guest answers nothing and the client gets 500).
+    #[default]
+    Spin4_0,
+    /// Spin 3.x, and 4.0.x releases with spinframework/spin PR 3673: an empty row set.
+    Fixed,
+}
+
+impl std::str::FromStr for SpinVersion {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "4.0" | "4.0.0" | "4.0.1" | "4.0.2" => Ok(Self::Spin4_0),
+            "fixed" | "3" | "3.x" => Ok(Self::Fixed),
+            other => Err(format!("{other:?}: expected 4.0 (4.0.0 to 4.0.2) or fixed (3.x, later 4.0.x)")),
+        }
+    }
+}
+
 /// What one request's instance needs to open connections.
 pub struct InstanceState {
+    spin_version: SpinVersion,
     factory: Arc<ClientFactory>,
     allowed_host_templates: Arc<Vec<Template>>,
     resolver: Arc<Resolver>,
@@ -83,8 +113,14 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
-    pub fn new(factory: Arc<ClientFactory>, allowed_host_templates: Arc<Vec<Template>>, resolver: Arc<Resolver>) -> Self {
+    pub fn new(
+        spin_version: SpinVersion,
+        factory: Arc<ClientFactory>,
+        allowed_host_templates: Arc<Vec<Template>>,
+        resolver: Arc<Resolver>,
+    ) -> Self {
         Self {
+            spin_version,
             factory,
             allowed_host_templates,
             resolver,
@@ -189,6 +225,30 @@ pub async fn query(client: &Connection, statement: &str, params: &[ParameterValu
     Ok(RowSet { columns, rows })
 }
 
+/// `connection.query` as the guest sees it under `version`: a zero-row result under Spin
+/// 4.0.0–4.0.2 is a trap (the outer error), which fails the request with a 500.
+pub async fn guest_query(
+    version: SpinVersion,
+    client: &Connection,
+    statement: &str,
+    params: &[ParameterValue],
+) -> wasmtime::Result<Result<RowSet, PgError>> {
+    let result = query(client, statement, params).await;
+    match result {
+        Ok(rows) if rows.rows.is_empty() && version == SpinVersion::Spin4_0 => {
+            let statement = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!(
+                "zero-row query: under Spin 4.0.0-4.0.2 this request would hang forever \
+                 (spinframework/spin issue 3671); failing it instead. Statement: {statement}"
+            );
+            Err(wasmtime::Error::msg(
+                "a spin:postgres query returned zero rows, which hangs Spin 4.0.0-4.0.2 (spinframework/spin issue 3671)",
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
 /// `connection.execute`: parameters that cannot be converted are a `value-conversion-failed`.
 pub async fn execute(client: &Connection, statement: &str, params: &[ParameterValue]) -> Result<u64, PgError> {
     let params = convert_parameters(params).map_err(|e| PgError::ValueConversionFailed(format!("{e:#}")))?;
@@ -220,7 +280,7 @@ impl pg::HostConnection for RequestState {
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, PgError>> {
         match self.table.get(&connection) {
-            Ok(client) => Ok(query(client, &statement, &params).await),
+            Ok(client) => guest_query(self.postgres.spin_version, client, &statement, &params).await,
             Err(_) => Ok(Err(PgError::ConnectionFailed("no connection found".into()))),
         }
     }
