@@ -1,6 +1,12 @@
 //! A running wasmpay for one test: a freshly migrated database, the compiled components
-//! served by the Spin-compatible host, and an HTTP client whose every response is checked
-//! against openapi.yaml.
+//! served by real Spin (`spin up`) or by the Spin-compatible host, and an HTTP client whose
+//! every response is checked against openapi.yaml.
+//!
+//! `WASMPAY_E2E_RUNTIME` picks the runtime: `host` (the default: wasmpay-host in this
+//! process) or `spin` (the Spin CLI, see `wasmpay_test_support::spin`). `cargo xtask test`
+//! runs the suite under both.
+
+use std::time::Duration;
 
 use reqwest::{Method, header::HeaderMap};
 use serde_json::Value;
@@ -8,6 +14,7 @@ use wasmpay_host::{HostConfig, RunningHost};
 use wasmpay_test_support::{
     paths,
     postgres::{self, Database, server},
+    spin::{SpinApp, SpinUp},
 };
 
 use crate::openapi::OpenApi;
@@ -22,9 +29,69 @@ pub const JWT_AUDIENCE: &str = "wasmpay-api";
 pub const EVENT_KEY: &str = "dGVzdC1ldmVudC1rZXktMzItYnl0ZXMtbG9uZyEhISE=";
 pub const EVENT_KEY_ID: &str = "test-key";
 
+/// The longest any request may take: a request that hangs (as every zero-row query does
+/// under Spin 4.0.0-4.0.2) fails its test instead of stalling the run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The runtime serving the components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// wasmpay-host, in the test process.
+    Host,
+    /// `spin up`, a child process.
+    Spin,
+}
+
+impl Runtime {
+    /// The runtime this test run targets (`WASMPAY_E2E_RUNTIME`).
+    pub fn current() -> Self {
+        match std::env::var("WASMPAY_E2E_RUNTIME").as_deref() {
+            Ok("spin") => Runtime::Spin,
+            Ok("host") | Ok("") | Err(_) => Runtime::Host,
+            Ok(other) => panic!("WASMPAY_E2E_RUNTIME={other}: expected host or spin"),
+        }
+    }
+}
+
+/// The application, served by one runtime or the other.
+pub enum Server {
+    Host(RunningHost),
+    Spin(SpinApp),
+}
+
+impl Server {
+    /// Starts `config` under the current runtime, failing as that runtime fails to start.
+    pub async fn start(config: HostConfig) -> anyhow::Result<Self> {
+        match Runtime::current() {
+            Runtime::Host => Ok(Server::Host(wasmpay_host::start(config).await?)),
+            Runtime::Spin => {
+                let up = SpinUp {
+                    manifest: config.manifest,
+                    variables: config.variables,
+                    component_sources: config.component_sources,
+                    runtime_config: Some(runtime_config_file()),
+                    from_registry: None,
+                };
+                Ok(Server::Spin(SpinApp::start(&up).await?))
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Server::Host(host) => host.url(),
+            Server::Spin(spin) => spin.url(),
+        }
+    }
+}
+
+pub fn runtime_config_file() -> std::path::PathBuf {
+    paths::repo_root().join("runtime-config.toml")
+}
+
 pub struct TestApp {
     pub db: Database,
-    pub host: RunningHost,
+    pub server: Server,
     http: reqwest::Client,
 }
 
@@ -36,17 +103,23 @@ impl TestApp {
     /// Starts the app with a configuration the test may adjust (variables, sources).
     pub async fn spawn_with(customize: impl FnOnce(HostConfig) -> HostConfig) -> Self {
         let db = postgres::migrated_database().await.expect("a migrated test database");
-        let host = wasmpay_host::start(customize(Self::config(&db)))
+        let server = Server::start(customize(Self::config(&db)))
             .await
-            .unwrap_or_else(|e| panic!("the host did not start: {e:#}"));
+            .unwrap_or_else(|e| panic!("the application did not start under {:?}: {e:#}", Runtime::current()));
+        Self::serving(db, server)
+    }
+
+    /// A test app around a server the test started itself.
+    pub fn serving(db: Database, server: Server) -> Self {
         Self {
             db,
-            host,
-            http: reqwest::Client::new(),
+            server,
+            http: client(),
         }
     }
 
-    /// The configuration `spin up` would get for this test's database.
+    /// The configuration `spin up` gets for this test's database: the repository's
+    /// manifest and runtime config, the built components, the test's variables.
     pub fn config(db: &Database) -> HostConfig {
         let mut config = HostConfig::new(paths::repo_root().join("spin.toml"))
             .variable("db_url", db.url.clone())
@@ -59,11 +132,13 @@ impl TestApp {
         for component in COMPONENTS {
             config = config.component_source(component, paths::component(component));
         }
+        config.providers = wasmpay_host::runtime_config::load_providers(&runtime_config_file())
+            .expect("runtime-config.toml is valid");
         config
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.host.url())
+        format!("{}{path}", self.server.url())
     }
 
     /// A direct connection to the test's database, for assertions.
@@ -146,7 +221,7 @@ impl Call<'_> {
         let response = request
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{} {} failed: {e}", self.method, self.path));
+            .unwrap_or_else(|e| panic!("{} {} failed under {:?}: {e}", self.method, self.path, Runtime::current()));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.expect("a response body").to_vec();
@@ -203,4 +278,12 @@ impl Reply {
         );
         self
     }
+}
+
+/// The HTTP client of every test: no request may hang.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("an HTTP client")
 }

@@ -24,7 +24,7 @@ use wasmpay_test_support::{
 };
 
 use crate::{
-    app::{EVENT_KEY, EVENT_KEY_ID, TestApp},
+    app::{EVENT_KEY, EVENT_KEY_ID, TestApp, client},
     money::{deposit, funded_wallet, transfer, wallet},
     users::{register, unique_email, verified},
 };
@@ -105,7 +105,7 @@ impl BridgeConfig {
 impl BridgeProcess {
     async fn metrics(&self) -> Option<String> {
         let url = format!("http://127.0.0.1:{}/metrics", self.ops_port);
-        reqwest::get(url).await.ok()?.text().await.ok()
+        client().get(url).send().await.ok()?.text().await.ok()
     }
 
     /// A metric's value (summed over its labels), if the bridge answers.
@@ -448,7 +448,9 @@ async fn sigterm_drains_and_exits_zero() {
     let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
     let mut bridge = BridgeConfig::new(&app, kafka::shared().brokers(), &novu).spawn("run");
     eventually(Duration::from_secs(20), "readiness", || async {
-        reqwest::get(format!("http://127.0.0.1:{}/readyz", bridge.ops_port))
+        client()
+            .get(format!("http://127.0.0.1:{}/readyz", bridge.ops_port))
+            .send()
             .await
             .is_ok_and(|r| r.status() == 200)
     })

@@ -10,6 +10,7 @@ mod accounts;
 mod bridge;
 mod concurrency;
 mod contract;
+mod deploy;
 mod health;
 mod host;
 mod identity;

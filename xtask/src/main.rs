@@ -1,8 +1,12 @@
 //! `cargo xtask <command>`:
 //!
-//! - `build`: the three components for wasm32-wasip2 (release) and the native binaries
-//!   (bridge, wasmpay-host).
-//! - `test [args…]`: `build`, then the whole test suite (`cargo test`, args passed on).
+//! - `build`: the three components for wasm32-wasip2 (release), and every native target of
+//!   the workspace (the bridge, wasmpay-host and the tests) in one cargo invocation, so
+//!   that `cargo test` finds them built: building the binaries alone would resolve
+//!   dependency features differently and compile wasmtime a second time.
+//! - `test [args…]`: `build`, then the whole test suite (`cargo test`, args passed on) with
+//!   the end-to-end tests under wasmpay-host, then the end-to-end tests again under real
+//!   Spin (`spin up`) when the Spin CLI is found ($SPIN, `PATH`, or `../shared/bin/spin`).
 //! - `up`: the platform on this machine: a local PostgreSQL in `.wasmpay/` (unless
 //!   `DATABASE_URL` is set), migrations, the components under `spin up` when Spin is
 //!   installed, else under the wasmpay host, and — when `tansu` is installed (or
@@ -18,7 +22,6 @@ use anyhow::{Context, bail, ensure};
 use wasmpay_test_support::cluster::LocalCluster;
 
 const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
-const NATIVE: [&str; 2] = ["bridge", "wasmpay-host"];
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -49,6 +52,18 @@ fn repo_root() -> PathBuf {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(repo_root());
+    // `cargo run` describes the xtask package to this process; build scripts that watch
+    // those variables (ring's) would otherwise rerun, and rebuild everything above them,
+    // each time cargo runs directly instead of through xtask.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let describes_xtask = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(&*name, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE");
+        if describes_xtask {
+            command.env_remove(&*name);
+        }
+    }
     command
 }
 
@@ -81,18 +96,27 @@ fn build() -> anyhow::Result<()> {
         wasm.args(["-p", component]);
     }
     run(&mut wasm)?;
-    step("building the native binaries");
-    let mut native = cargo();
-    native.arg("build");
-    for package in NATIVE {
-        native.args(["-p", package]);
-    }
-    run(&mut native)
+    step("building the native binaries and the tests");
+    run(cargo().args(["build", "--workspace", "--bins", "--tests"]))
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
-    step("running the test suite");
-    run(cargo().arg("test").args(args))
+    step("running the test suite (end-to-end tests under wasmpay-host)");
+    run(cargo().arg("test").args(args).env("WASMPAY_E2E_RUNTIME", "host"))?;
+    let Some(spin) = wasmpay_test_support::spin::binary() else {
+        eprintln!(
+            "\x1b[1mSpin CLI not found ($SPIN, PATH, ../shared/bin/spin): the end-to-end tests ran under wasmpay-host only\x1b[0m"
+        );
+        return Ok(());
+    };
+    step(&format!("running the end-to-end tests under real Spin ({})", spin.display()));
+    // The whole workspace selected, as in the first pass, so features resolve the same
+    // way and nothing is rebuilt; only the end-to-end test target runs.
+    run(cargo()
+        .args(["test", "--workspace", "--test", "e2e"])
+        .args(args)
+        .env("WASMPAY_E2E_RUNTIME", "spin")
+        .env("SPIN", spin))
 }
 
 fn on_path(program: &str) -> bool {
@@ -134,10 +158,10 @@ fn up() -> anyhow::Result<()> {
 
 fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
     let db_host = db_host(database_url)?;
-    let spin = on_path("spin");
-    if spin {
+    let spin = wasmpay_test_support::spin::binary();
+    if let Some(spin) = &spin {
         step("building with spin build");
-        run(Command::new("spin").arg("build").current_dir(root).env_remove("CARGO_TARGET_DIR"))?;
+        run(Command::new(spin).arg("build").current_dir(root).env_remove("CARGO_TARGET_DIR"))?;
         run(cargo().args(["build", "-p", "bridge"]))?;
     } else {
         build()?;
@@ -157,9 +181,9 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         }
     };
 
-    let mut server = if spin {
+    let mut server = if let Some(spin) = &spin {
         step(&format!("serving with spin up on http://{listen}"));
-        let mut command = Command::new("spin");
+        let mut command = Command::new(spin);
         command.args(["up", "--listen", listen, "--runtime-config-file", "runtime-config.toml"]);
         command
     } else {

@@ -190,19 +190,17 @@ impl Resolver {
         Ok(value)
     }
 
-    /// Spin refuses to start when a required variable has no value from any provider.
+    /// Spin refuses to start when a required variable has no value from any provider, with
+    /// this message (the names as Spin's `Key` debug-prints them).
     pub fn ensure_required_resolvable(&self) -> anyhow::Result<()> {
         let mut unresolved = Vec::new();
         for (name, variable) in &self.variables {
             if variable.default.is_none() && self.lookup(name)?.is_none() {
-                unresolved.push(name.as_str());
+                unresolved.push(format!("Key({name:?})"));
             }
         }
         if !unresolved.is_empty() {
-            bail!(
-                "provider error: no provider resolved required variable(s): {unresolved:?} \
-                 (set SPIN_VARIABLE_<NAME> in the environment or give a static value)"
-            );
+            bail!("provider error: no provider resolved required variable(s): [{}]", unresolved.join(", "));
         }
         Ok(())
     }
@@ -350,7 +348,7 @@ mod tests {
     fn a_missing_required_variable_stops_start_up_and_fails_get() {
         let resolver = Resolver::new(declared(), Vec::new()).unwrap();
         let error = resolver.ensure_required_resolvable().unwrap_err().to_string();
-        assert!(error.contains(r#"no provider resolved required variable(s): ["db_password"]"#), "{error}");
+        assert!(error.contains(r#"no provider resolved required variable(s): [Key("db_password")]"#), "{error}");
         assert_eq!(
             component(resolver).get("db_url"),
             Err(VariableError::Provider("no provider resolved required variable \"db_password\"".into()))

@@ -1,5 +1,5 @@
 //! Fixtures shared by wasmpay's test suites. Nothing here imitates a service users run:
-//! the Postgres fixture runs the real server binaries.
+//! the Postgres fixture runs the real server binaries, the Spin fixture the real Spin CLI.
 
 pub mod cluster;
 pub mod kafka;
@@ -7,3 +7,5 @@ pub mod novu;
 pub mod paths;
 pub mod postgres;
 pub mod process;
+pub mod registry;
+pub mod spin;
