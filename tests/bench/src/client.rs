@@ -10,6 +10,9 @@ use hyper::{Request, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+/// The longest a request may wait for its answer.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct Client {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
@@ -45,11 +48,19 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
+        let request = request.body(body)?;
         let started = Instant::now();
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request.body(body)?).await?;
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
+        let exchange = async {
+            self.sender.ready().await?;
+            let response = self.sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        };
+        // A server that never answers (Spin 4.0.0-4.0.2 on a query returning no row) fails the run instead of hanging it.
+        let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .with_context(|| format!("{method} {path}: no answer from {} within {TIMEOUT:?}", self.authority))??;
         Ok(Reply {
             status,
             body,

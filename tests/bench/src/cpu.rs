@@ -1,5 +1,5 @@
-//! CPU time spent by this process and by the Postgres server, to say what bounds a run on
-//! two shared cores.
+//! CPU time spent by this process, by Spin and by the Postgres server, to say what bounds a
+//! run on two shared cores.
 
 use std::time::Duration;
 
@@ -22,21 +22,33 @@ fn process_cpu(pid: i32) -> Option<(i32, Duration, Duration)> {
     Some((ppid, own, reaped))
 }
 
-/// CPU used so far by the Postgres server whose postmaster is `root`: the postmaster, the
-/// backends it has reaped (closed connections) and those still running.
-pub fn server(root: i32) -> Duration {
-    let mut total = process_cpu(root).map(|(_, own, reaped)| own + reaped).unwrap_or_default();
+/// The process `root` and its descendants, as they are now.
+pub fn tree(root: i32) -> Vec<i32> {
+    let mut parents = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
-                && let Some((ppid, own, _)) = process_cpu(pid)
-                && ppid == root
+                && let Some((ppid, _, _)) = process_cpu(pid)
             {
-                total += own;
+                parents.push((pid, ppid));
             }
         }
     }
-    total
+    let mut tree = vec![root];
+    let mut next = 0;
+    while next < tree.len() {
+        let parent = tree[next];
+        tree.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        next += 1;
+    }
+    tree
+}
+
+/// CPU used so far by the process `root` and its descendants (all their threads), running or reaped: a Postgres
+/// server from its postmaster (the backends of closed connections included), `spin up` with the `spin trigger`
+/// process it starts.
+pub fn tree_cpu(root: i32) -> Duration {
+    tree(root).into_iter().filter_map(process_cpu).map(|(_, own, reaped)| own + reaped).sum()
 }
 
 /// CPU used so far by this process (host and load generator) and by its waited-for children.
@@ -59,15 +71,16 @@ pub fn pin_self(core: usize) -> anyhow::Result<()> {
 /// Restricts the postmaster `root` and its current children to `core`; backends it forks
 /// later inherit the restriction.
 pub fn pin_server(root: i32, core: usize) -> anyhow::Result<()> {
-    pin(root, core)?;
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
-            && process_cpu(pid).is_some_and(|(ppid, _, _)| ppid == root)
-        {
-            pin(pid, core)?;
-        }
+    for pid in tree(root) {
+        pin(pid, core)?;
     }
     Ok(())
+}
+
+/// The cores the process `pid` may run on, as /proc/<pid>/status lists them (e.g. "1" or "0-1").
+pub fn allowed_cores(pid: i32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Cpus_allowed_list:")).map(|list| list.trim().to_owned())
 }
 
 fn pin(pid: i32, core: usize) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     client::{Client, percentiles},
-    platform::Platform,
+    platform::{Platform, Runtime},
 };
 
 pub async fn run(cost: u32, samples: usize) -> anyhow::Result<()> {
@@ -24,7 +24,8 @@ pub async fn run(cost: u32, samples: usize) -> anyhow::Result<()> {
     println!("native bcrypt verify            p50 {native_p50:8.1} ms   p99 {native_p99:8.1} ms");
 
     let platform = Platform::start(&[("bcrypt_cost", &cost.to_string()), ("login_max_failures", "1000000")]).await?;
-    let mut client = Client::connect(&platform.authority()).await?;
+    let server = platform.serve(Runtime::Host).await?;
+    let mut client = Client::connect(&server.authority()).await?;
     let credentials = json!({ "email": "bench@example.com", "password": "correct horse battery staple" });
     let mut registration = credentials.clone();
     registration["confirmPassword"] = credentials["password"].clone();

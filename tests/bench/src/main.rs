@@ -26,14 +26,31 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         samples: usize,
     },
-    /// POST /transfers at 32 clients over 10,000 wallets vs pgbench on ledger.transfer.
+    /// POST /transfers at 32 clients over 10,000 wallets, uniform and with one hot wallet, and GET /transfers/health,
+    /// under real Spin (`spin up`, when the Spin CLI is found) and under wasmpay-host, against pgbench calling
+    /// ledger.transfer on the same database in the same run.
+    ///
+    /// By default everything runs here: a PostgreSQL cluster (migrated, seeded), then `spin up` and the host on it.
+    /// With --target-url, the load goes to a server already running instead (e.g. `cargo xtask up`): give it
+    /// --database-url, the database that server uses (the bench seeds 10,000 users and wallets there, in schema
+    /// `bench` and as user<N>@bench.example, and runs pgbench on it), and --jwt-secret, that server's jwt_secret.
+    #[command(verbatim_doc_comment)]
     Transfers {
-        /// Measured seconds per run (after 3 s of warm-up).
+        /// Measured seconds per run (HTTP runs after 3 s of warm-up).
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// Postgres on core 0, everything else (host, load generator, pgbench) on core 1.
-        #[arg(long)]
+        /// Postgres on core 0, everything else (Spin, host, load generator, pgbench) on core 1.
+        #[arg(long, conflicts_with = "target_url")]
         pin: bool,
+        /// Send the HTTP load to this server (http://host:port) instead of starting Spin and wasmpay-host.
+        #[arg(long, value_name = "URL", requires = "database_url")]
+        target_url: Option<String>,
+        /// The (migrated) database the --target-url server uses: seeded and driven by pgbench.
+        #[arg(long, value_name = "URL", requires = "target_url")]
+        database_url: Option<String>,
+        /// The jwt_secret of the --target-url server (the bench signs its access tokens with it).
+        #[arg(long, value_name = "SECRET", requires = "target_url")]
+        jwt_secret: Option<String>,
     },
     /// bridge relay draining a 50,000-event backlog vs a raw rdkafka producer, and the
     /// commit-to-publish lag at a steady rate.
@@ -60,7 +77,22 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.bench {
             Bench::Login { cost, samples } => login::run(cost, samples).await,
-            Bench::Transfers { seconds, pin } => transfers::run(seconds, pin).await,
+            Bench::Transfers {
+                seconds,
+                pin,
+                target_url,
+                database_url,
+                jwt_secret,
+            } => {
+                let options = transfers::Options {
+                    seconds,
+                    pin,
+                    target_url,
+                    database_url,
+                    jwt_secret,
+                };
+                transfers::run(options).await
+            }
             Bench::Relay { rate, seconds, batch_size } => relay::run(rate, seconds, batch_size).await,
         }
     })

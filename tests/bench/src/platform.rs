@@ -1,21 +1,38 @@
-//! The platform under benchmark: a local PostgreSQL with realistic durability settings, a
-//! migrated database and the components in the wasmpay host.
+//! The platform under benchmark: a local PostgreSQL with realistic durability settings and a migrated database (or a
+//! database given by URL), and the servers under test, each reached at a URL: the components under `spin up` (the
+//! runtime users run), under the in-process wasmpay host, or an external server.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use wasmpay_host::{HostConfig, RunningHost};
-use wasmpay_test_support::{cluster::LocalCluster, paths, postgres};
+use wasmpay_test_support::{
+    cluster::LocalCluster,
+    paths, postgres,
+    spin::{SpinApp, SpinUp},
+};
+
+use crate::cpu;
 
 pub struct Platform {
-    pub cluster: LocalCluster,
+    /// The cluster this process started; `None` for a database given by URL.
+    pub cluster: Option<LocalCluster>,
     pub database_url: String,
-    pub host: RunningHost,
-    _dir: TempDir,
+    /// What every runtime started here gets, as `spin up --variable name=value` would give it.
+    variables: BTreeMap<String, String>,
+    dir: TempDir,
 }
 
 /// A directory removed on drop.
 struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<Self> {
+        let dir = Self(std::env::temp_dir().join(format!("wasmpay-bench-{}", std::process::id())));
+        std::fs::create_dir_all(&dir.0)?;
+        Ok(dir)
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -25,9 +42,22 @@ impl Drop for TempDir {
 
 pub const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123";
 
+const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
+
+/// The runtimes this benchmark can start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `spin up` (the Spin CLI) as a child process.
+    Spin,
+    /// wasmpay-host, in this process.
+    Host,
+}
+
 impl Platform {
+    /// Starts a local cluster, creates and migrates a database; servers started later get `variables` on top of the
+    /// ones that connect them to it.
     pub async fn start(variables: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let dir = TempDir(std::env::temp_dir().join(format!("wasmpay-bench-{}", std::process::id())));
+        let dir = TempDir::new()?;
         let cluster = LocalCluster::start(
             &dir.0,
             wasmpay_test_support::cluster::free_port()?,
@@ -37,32 +67,148 @@ impl Platform {
         admin.batch_execute("CREATE DATABASE bench").await?;
         let database_url = cluster.url("bench");
         postgres::migrate(&database_url).await?;
-        let mut config = HostConfig::new(paths::repo_root().join("spin.toml"))
-            .variable("db_url", database_url.clone())
-            .variable("db_host", format!("127.0.0.1:{}", cluster.port()))
-            .variable("jwt_secret", JWT_SECRET)
-            .variable("event_encryption_key", "YmVuY2gtZXZlbnQta2V5LTMyLWJ5dGVzLWxvbmchISE=");
-        for component in ["identity", "accounts", "transfers"] {
-            config = config.component_source(component, paths::component(component));
-        }
-        let overrides: BTreeMap<String, String> = variables.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        config.variables.extend(overrides);
-        let host = wasmpay_host::start(config).await.context("the host did not start")?;
+        let mut all: BTreeMap<String, String> = [
+            ("db_url", database_url.clone()),
+            ("db_host", format!("127.0.0.1:{}", cluster.port())),
+            ("jwt_secret", JWT_SECRET.to_owned()),
+            ("event_encryption_key", "YmVuY2gtZXZlbnQta2V5LTMyLWJ5dGVzLWxvbmchISE=".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        all.extend(variables.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Ok(Self {
-            cluster,
+            cluster: Some(cluster),
             database_url,
-            host,
-            _dir: dir,
+            variables: all,
+            dir,
         })
     }
 
-    pub fn authority(&self) -> String {
-        self.host.addr().to_string()
+    /// A database someone else runs (already migrated, used by the server under test): nothing is started.
+    pub fn external(database_url: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            cluster: None,
+            database_url: database_url.to_owned(),
+            variables: BTreeMap::new(),
+            dir: TempDir::new()?,
+        })
+    }
+
+    /// The postmaster, when the cluster is ours (to pin it and count its CPU).
+    pub fn postmaster(&self) -> Option<i32> {
+        self.cluster.as_ref().map(LocalCluster::pid)
+    }
+
+    /// A scratch directory, removed with the platform.
+    pub fn scratch(&self) -> &Path {
+        &self.dir.0
+    }
+
+    /// Serves the components from the release wasm builds under `runtime`, with the same variables either way.
+    pub async fn serve(&self, runtime: Runtime) -> anyhow::Result<Server> {
+        anyhow::ensure!(self.cluster.is_some(), "servers are started only on a database this process started");
+        let manifest = paths::repo_root().join("spin.toml");
+        let sources: BTreeMap<String, _> = COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
+        Ok(match runtime {
+            Runtime::Host => {
+                let mut config = HostConfig::new(manifest);
+                config.variables = self.variables.clone();
+                config.component_sources = sources;
+                let host = wasmpay_host::start(config).await.context("the host did not start")?;
+                Server {
+                    name: "wasmpay-host".into(),
+                    running: Running::Host(host),
+                }
+            }
+            Runtime::Spin => {
+                let up = SpinUp {
+                    manifest,
+                    variables: self.variables.clone(),
+                    component_sources: sources,
+                    runtime_config: None,
+                    from_registry: None,
+                };
+                let spin = SpinApp::start(&up).await.context("spin up did not start")?;
+                Server {
+                    name: "Spin".into(),
+                    running: Running::Spin(spin),
+                }
+            }
+        })
     }
 }
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.cluster.stop();
+        if let Some(cluster) = &self.cluster {
+            cluster.stop();
+        }
+    }
+}
+
+/// A server under test, reached at `http://{authority}`; stopped on drop.
+pub struct Server {
+    pub name: String,
+    running: Running,
+}
+
+enum Running {
+    Host(RunningHost),
+    Spin(SpinApp),
+    /// At this host:port.
+    External(String),
+}
+
+impl Server {
+    /// A server someone else runs, at `http://host:port`.
+    pub fn external(url: &str) -> anyhow::Result<Self> {
+        let Some(authority) = url.strip_prefix("http://").map(|rest| rest.trim_end_matches('/')) else {
+            bail!("--target-url must be http://host:port, not {url}");
+        };
+        if authority.is_empty() || authority.contains('/') {
+            bail!("--target-url must be http://host:port (no path), not {url}");
+        }
+        Ok(Self {
+            name: format!("target {url}"),
+            running: Running::External(authority.to_owned()),
+        })
+    }
+
+    /// host:port.
+    pub fn authority(&self) -> String {
+        match &self.running {
+            Running::Host(host) => host.addr().to_string(),
+            Running::Spin(spin) => spin.addr().to_string(),
+            Running::External(authority) => authority.clone(),
+        }
+    }
+
+    /// The server's own process, when it runs in one this process started: `spin up` (which runs the application in
+    /// a `spin trigger http` child of its own).
+    pub fn pid(&self) -> Option<i32> {
+        match &self.running {
+            Running::Spin(spin) => Some(spin.pid()),
+            Running::Host(_) | Running::External(_) => None,
+        }
+    }
+
+    /// Whether this process sees the server's CPU: its own process (Spin) or this one (the host). An external
+    /// server's is not counted.
+    pub fn cpu_visible(&self) -> bool {
+        !matches!(self.running, Running::External(_))
+    }
+
+    /// CPU used so far by the server's own processes (zero when it runs in this process, or elsewhere).
+    pub fn process_cpu(&self) -> Duration {
+        self.pid().map(cpu::tree_cpu).unwrap_or_default()
+    }
+
+    /// What the server printed so far, when that is known (Spin's log).
+    pub fn output(&self) -> Option<String> {
+        match &self.running {
+            Running::Spin(spin) => Some(spin.output()),
+            Running::Host(_) | Running::External(_) => None,
+        }
     }
 }

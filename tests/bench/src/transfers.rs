@@ -1,11 +1,13 @@
-//! Transfer throughput: authenticated `POST /transfers` through the host at 32 concurrent
-//! clients over 10,000 funded wallets, against the raw-SQL limit — the engine's own
-//! `ledger.transfer` driven by pgbench on the same database in the same run — uniformly
-//! and with one hot wallet in every transfer.
+//! Transfer throughput: authenticated `POST /transfers` at 32 concurrent clients over 10,000 funded wallets, under
+//! real Spin (`spin up`, what users run) and under the in-process wasmpay host, or under an external server given by
+//! URL, against the raw-SQL limit: the engine's own `ledger.transfer` driven by pgbench on the same database in the
+//! same run, uniformly and with one hot wallet in every transfer. Then a health route (one query on a pooled
+//! connection) under each runtime.
 
 use std::{
     collections::BTreeMap,
     process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -14,12 +16,12 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use wasmpay_test_support::{cluster, postgres};
+use wasmpay_test_support::{cluster, postgres, spin};
 
 use crate::{
     client::{Client, percentiles},
     cpu,
-    platform::{JWT_SECRET, Platform},
+    platform::{JWT_SECRET, Platform, Runtime, Server},
 };
 
 pub const WALLETS: usize = 10_000;
@@ -44,7 +46,6 @@ SELECT count(*) FROM generate_series(1, $WALLETS) n,
     LATERAL ledger.settle('deposit', bench.user_id(n), 'seed-' || n, sha256(convert_to('seed-' || n, 'UTF8')), 86400,
                           gen_random_uuid(), gen_random_uuid(), bench.account_id(n),
                           CASE WHEN n = 1 THEN 100000000 ELSE 100000 END, '{}');
-CREATE EXTENSION pg_stat_statements;
 "#;
 
 /// The pgbench transaction: one call of the same function the component calls, with the
@@ -67,7 +68,7 @@ fn uuid(prefix: &str, n: usize) -> String {
 }
 
 /// An access token for user `n`, signed as the identity component signs them.
-fn token(n: usize) -> String {
+fn token(n: usize, secret: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
     let claims = URL_SAFE_NO_PAD.encode(
@@ -77,7 +78,7 @@ fn token(n: usize) -> String {
         })
         .to_string(),
     );
-    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET.as_bytes()).expect("any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(format!("{header}.{claims}").as_bytes());
     format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
@@ -93,24 +94,54 @@ impl Xorshift {
     }
 }
 
+/// What the clients send.
+#[derive(Clone, Copy)]
+enum Workload {
+    /// Authenticated `POST /transfers` between random wallets; with `hot`, wallet 1 is on one side of every transfer.
+    Transfers { hot: bool },
+    /// `GET /transfers/health`: the component and one query on a pooled connection.
+    Health,
+}
+
+/// Who makes the requests of a run.
+#[derive(Clone, Copy)]
+enum Runner<'a> {
+    /// pgbench calling `ledger.transfer` itself (transfers only).
+    Pgbench,
+    /// The load generator of this process, over HTTP.
+    Http(&'a Server),
+}
+
 pub struct Measured {
-    /// CPU per transfer: the client side (host and load generator, or pgbench) and Postgres.
-    pub client_cpu_ms: f64,
-    pub server_cpu_ms: f64,
+    /// CPU per request, over the whole run (warm-up included): the client side (the runtime serving the requests and
+    /// the load generator, or pgbench) and Postgres; `None` where the process is not this one's to watch.
+    pub client_cpu_ms: Option<f64>,
+    pub server_cpu_ms: Option<f64>,
     pub per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Answers in the measured window.
     pub requests: usize,
+    /// Requests sent, warm-up included.
+    pub sent: usize,
     pub outcomes: BTreeMap<u16, usize>,
+    /// Connections Postgres accepted during the run, warm-up included (pg_stat_database.sessions).
+    pub connections: i64,
 }
 
-async fn http_run(platform: &Platform, tokens: &[String], hot: bool, warmup: Duration, duration: Duration) -> anyhow::Result<Measured> {
+async fn http_run(
+    server: &Server,
+    tokens: Arc<[String]>,
+    workload: Workload,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let measure_from = started + warmup;
     let deadline = measure_from + duration;
     let clients = (0..CLIENTS).map(|c| {
-        let authority = platform.authority();
-        let tokens = tokens.to_vec();
+        let authority = server.authority();
+        let tokens = tokens.clone();
         tokio::spawn(async move {
             let mut client = Client::connect(&authority).await?;
             let mut random = Xorshift(0x2545_F491_4F6C_DD1D ^ (c as u64 + 1));
@@ -122,67 +153,77 @@ async fn http_run(platform: &Platform, tokens: &[String], hot: bool, warmup: Dur
                 if now >= deadline {
                     break;
                 }
-                let (a, b) = if hot {
-                    let other = 2 + random.below(WALLETS - 1);
-                    if random.below(2) == 0 { (1, other) } else { (other, 1) }
-                } else {
-                    let a = 1 + random.below(WALLETS);
-                    (a, 1 + (a + random.below(WALLETS - 1)) % WALLETS)
-                };
-                let cents = 1 + random.below(100);
                 sequence += 1;
-                let key = format!("bench-{c}-{sequence}");
-                let authorization = format!("Bearer {}", tokens[a - 1]);
-                let body = json!({
-                    "fromAccountId": uuid("8000", a), "toAccountId": uuid("8000", b),
-                    "amount": format!("{}.{:02}", cents / 100, cents % 100), "currency": "USD"
-                });
-                let reply = client
-                    .send("POST", "/transfers", &[("authorization", &authorization), ("idempotency-key", &key)], Some(&body))
-                    .await?;
+                let reply = match workload {
+                    Workload::Transfers { hot } => {
+                        let (a, b) = if hot {
+                            let other = 2 + random.below(WALLETS - 1);
+                            if random.below(2) == 0 { (1, other) } else { (other, 1) }
+                        } else {
+                            let a = 1 + random.below(WALLETS);
+                            (a, 1 + (a + random.below(WALLETS - 1)) % WALLETS)
+                        };
+                        let cents = 1 + random.below(100);
+                        let key = format!("bench-{c}-{sequence}");
+                        let authorization = format!("Bearer {}", tokens[a - 1]);
+                        let body = json!({
+                            "fromAccountId": uuid("8000", a), "toAccountId": uuid("8000", b),
+                            "amount": format!("{}.{:02}", cents / 100, cents % 100), "currency": "USD"
+                        });
+                        client
+                            .send("POST", "/transfers", &[("authorization", &authorization), ("idempotency-key", &key)], Some(&body))
+                            .await?
+                    }
+                    Workload::Health => client.send("GET", "/transfers/health", &[], None).await?,
+                };
                 if now >= measure_from {
                     latencies.push(reply.latency);
                     *outcomes.entry(reply.status).or_default() += 1;
                 }
             }
-            anyhow::Ok((latencies, outcomes))
+            anyhow::Ok((latencies, outcomes, sequence as usize))
         })
     });
     // Spawn every client before awaiting any.
     let clients: Vec<_> = clients.collect();
     let mut latencies = Vec::new();
     let mut outcomes: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut sent = 0;
     for client in clients {
-        let (client_latencies, client_outcomes) = client.await??;
+        let (client_latencies, client_outcomes, client_sent) = client.await??;
         latencies.extend(client_latencies);
+        sent += client_sent;
         for (status, n) in client_outcomes {
             *outcomes.entry(status).or_default() += n;
         }
     }
     let (p50_ms, p99_ms, _) = percentiles(&mut latencies);
     Ok(Measured {
-        client_cpu_ms: 0.0,
-        server_cpu_ms: 0.0,
+        client_cpu_ms: None,
+        server_cpu_ms: None,
         per_sec: latencies.len() as f64 / duration.as_secs_f64(),
         p50_ms,
         p99_ms,
         requests: latencies.len(),
+        sent,
         outcomes,
+        connections: 0,
     })
 }
 
 fn pgbench_run(platform: &Platform, hot: bool, duration: Duration) -> anyhow::Result<Measured> {
-    let dir = platform.cluster.dir().join(if hot { "pgbench-hot" } else { "pgbench-uniform" });
+    let dir = platform.scratch().join(if hot { "pgbench-hot" } else { "pgbench-uniform" });
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("transfer.sql");
     std::fs::write(&script, pgbench_script(hot))?;
+    // The connection string as the database name: pgbench expands it (host, port, user, password).
     let output = Command::new(cluster::pg_bin_dir()?.join("pgbench"))
         .current_dir(&dir)
         .args(["-n", "-M", "prepared", "-c", &CLIENTS.to_string(), "-j", "2", "-T"])
         .arg(duration.as_secs().to_string())
         .args(["-l", "--log-prefix", "tx", "-f"])
         .arg(&script)
-        .args(["-h", "127.0.0.1", "-p", &platform.cluster.port().to_string(), "-U", "postgres", "bench"])
+        .arg(&platform.database_url)
         .output()
         .context("cannot run pgbench")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -203,28 +244,101 @@ fn pgbench_run(platform: &Platform, hot: bool, duration: Duration) -> anyhow::Re
                     latencies.push(Duration::from_micros(micros));
                 }
             }
+            // The next run of the same shape writes its own logs.
+            std::fs::remove_file(&path)?;
         }
     }
     let requests = latencies.len();
     let (p50_ms, p99_ms, _) = percentiles(&mut latencies);
     Ok(Measured {
-        client_cpu_ms: 0.0,
-        server_cpu_ms: 0.0,
+        client_cpu_ms: None,
+        server_cpu_ms: None,
         per_sec,
         p50_ms,
         p99_ms,
         requests,
+        sent: requests,
         outcomes: BTreeMap::new(),
+        connections: 0,
     })
 }
 
-async fn statements_per_transfer(database_url: &str) -> anyhow::Result<Vec<(String, f64)>> {
-    let client = postgres::connect(database_url).await?;
-    let transfers: i64 = client
+/// Counters read before and after a run, to charge it the CPU it used.
+struct Usage {
+    client: Option<Duration>,
+    postgres: Option<Duration>,
+    transfers: i64,
+    sessions: i64,
+}
+
+/// One benchmark run's fixed parts: the database, the wallets' tokens and the timing.
+struct Bench<'a> {
+    platform: &'a Platform,
+    admin: tokio_postgres::Client,
+    tokens: Arc<[String]>,
+    warmup: Duration,
+    duration: Duration,
+}
+
+impl Bench<'_> {
+    async fn usage(&self, runner: Runner<'_>) -> anyhow::Result<Usage> {
+        let (own, children) = cpu::own();
+        let client = match runner {
+            // pgbench is a child of this process, counted once reaped.
+            Runner::Pgbench => Some(children),
+            // The host runs in this process; Spin in a process of its own.
+            Runner::Http(server) if server.cpu_visible() => Some(own + server.process_cpu()),
+            Runner::Http(_) => None,
+        };
+        Ok(Usage {
+            client,
+            postgres: self.platform.postmaster().map(cpu::tree_cpu),
+            transfers: transfer_count(&self.admin).await?,
+            sessions: self
+                .admin
+                .query_one("SELECT sessions FROM pg_stat_database WHERE datname = current_database()", &[])
+                .await?
+                .get(0),
+        })
+    }
+
+    /// One measured run, its CPU charged per transfer made (warm-up included) or, for the health route, per request.
+    async fn run(&self, runner: Runner<'_>, workload: Workload) -> anyhow::Result<Measured> {
+        // Start each run from the same state: the previous run's rows vacuumed and analysed (so that autovacuum does
+        // not charge them to this run) and clean buffers (so that no checkpoint lands in it: each run is shorter than
+        // checkpoint_timeout). Best effort: an external database may not allow it.
+        let _ = self.admin.batch_execute("VACUUM ANALYZE").await;
+        let _ = self.admin.batch_execute("CHECKPOINT").await;
+        let before = self.usage(runner).await?;
+        let mut measured = match (runner, workload) {
+            (Runner::Pgbench, Workload::Transfers { hot }) => pgbench_run(self.platform, hot, self.duration)?,
+            (Runner::Pgbench, Workload::Health) => anyhow::bail!("pgbench has no health route"),
+            (Runner::Http(server), _) => http_run(server, self.tokens.clone(), workload, self.warmup, self.duration)
+                .await
+                .map_err(|e| match server.output() {
+                    Some(output) => e.context(format!("{} printed:\n{output}", server.name)),
+                    None => e,
+                })?,
+        };
+        let after = self.usage(runner).await?;
+        let count = match workload {
+            Workload::Transfers { .. } => (after.transfers - before.transfers) as f64,
+            Workload::Health => measured.sent as f64,
+        };
+        let per = |b: Option<Duration>, a: Option<Duration>| Some((a? - b?).as_secs_f64() * 1_000.0 / count);
+        measured.client_cpu_ms = per(before.client, after.client);
+        measured.server_cpu_ms = per(before.postgres, after.postgres);
+        measured.connections = after.sessions - before.sessions;
+        Ok(measured)
+    }
+}
+
+async fn statements_per_transfer(admin: &tokio_postgres::Client) -> anyhow::Result<Vec<(String, f64)>> {
+    let transfers: i64 = admin
         .query_one("SELECT calls FROM pg_stat_statements WHERE query LIKE '%FROM ledger.transfer(%' ORDER BY calls DESC LIMIT 1", &[])
         .await?
         .get(0);
-    let rows = client
+    let rows = admin
         .query(
             "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 60), calls FROM pg_stat_statements
              WHERE calls >= $1::int8 / 2 AND toplevel ORDER BY calls DESC",
@@ -238,84 +352,271 @@ async fn transfer_count(client: &tokio_postgres::Client) -> anyhow::Result<i64> 
     Ok(client.query_one("SELECT count(*) FROM ledger.transfers WHERE kind = 'transfer'", &[]).await?.get(0))
 }
 
-async fn invariants(database_url: &str) -> anyhow::Result<()> {
-    let client = postgres::connect(database_url).await?;
+async fn invariants(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     let broken: i64 = client.query_one("SELECT coalesce(sum(violations), 0)::int8 FROM ledger.check_invariants()", &[]).await?.get(0);
     ensure!(broken == 0, "the books do not balance after the run");
     Ok(())
 }
 
+/// Seeds the wallets, unless an earlier run against the same database did (each run vacuums and analyses first).
+async fn seed(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let seeded: bool = admin.query_one("SELECT to_regnamespace('bench') IS NOT NULL", &[]).await?.get(0);
+    if seeded {
+        println!("the bench wallets exist in this database already (schema bench): reusing them");
+    } else {
+        admin
+            .batch_execute(&SEED.replace("$WALLETS", &WALLETS.to_string()))
+            .await
+            .context("seeding failed (is the database migrated?)")?;
+    }
+    Ok(())
+}
+
+fn milliseconds(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.3} ms"))
+}
+
 fn report(label: &str, m: &Measured) {
     println!(
-        "{label:<34} {:>6.0}/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU/transfer: client {:.3} ms, postgres {:.3} ms   ({} transfers{})",
+        "{label:<44} {:>6.0}/s   p50 {:>6.2} ms   p99 {:>6.2} ms   CPU/request: client side {}, postgres {}   \
+         ({} requests{}, {} new connections)",
         m.per_sec,
         m.p50_ms,
         m.p99_ms,
-        m.client_cpu_ms,
-        m.server_cpu_ms,
+        milliseconds(m.client_cpu_ms),
+        milliseconds(m.server_cpu_ms),
         m.requests,
-        if m.outcomes.is_empty() { String::new() } else { format!(", statuses {:?}", m.outcomes) }
+        if m.outcomes.is_empty() { String::new() } else { format!(", statuses {:?}", m.outcomes) },
+        m.connections
     );
+    // 422 is a transfer refused for insufficient funds (the hot case may see a few); anything else is a failure.
+    let failed: usize = m.outcomes.iter().filter(|(status, _)| !matches!(status, 200 | 201 | 422)).map(|(_, n)| n).sum();
+    if failed > 0 {
+        println!("  WARNING: {failed} requests failed (statuses above): these figures do not measure the intended work");
+    }
+    if m.outcomes.contains_key(&401) {
+        println!("  (401: the server rejects the bench's access tokens: with --target-url, is --jwt-secret its jwt_secret?)");
+    }
 }
 
-pub async fn run(seconds: u64, pin: bool) -> anyhow::Result<()> {
-    let platform = Platform::start(&[("max_transfer_amount", "*=1000000")]).await?;
-    if pin {
-        cpu::pin_server(platform.cluster.pid(), 0)?;
+/// One row of the summary.
+struct Row {
+    case: &'static str,
+    /// The runtime, or `None` for pgbench.
+    server: Option<String>,
+    measured: Measured,
+}
+
+impl Row {
+    fn http(case: &'static str, server: &Server, measured: Measured) -> Self {
+        Self {
+            case,
+            server: Some(server.name.clone()),
+            measured,
+        }
+    }
+}
+
+pub struct Options {
+    pub seconds: u64,
+    pub pin: bool,
+    /// An external server (http://host:port) to measure instead of starting Spin and the host.
+    pub target_url: Option<String>,
+    /// The database that external server uses.
+    pub database_url: Option<String>,
+    /// That server's jwt_secret (default: the one the servers started here get).
+    pub jwt_secret: Option<String>,
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let seconds = options.seconds;
+    let platform = match &options.database_url {
+        Some(url) => Platform::external(url)?,
+        None => Platform::start(&[("max_transfer_amount", "*=1000000")]).await?,
+    };
+    if options.pin {
+        cpu::pin_server(platform.postmaster().context("--pin needs the cluster this process starts")?, 0)?;
     }
     println!(
-        "# transfers: {WALLETS} wallets, {CLIENTS} clients, {seconds} s per run{}",
-        if pin { ", Postgres pinned to core 0, the rest to core 1" } else { ", all on 2 shared cores" }
+        "# transfers: {WALLETS} wallets, {CLIENTS} clients, {seconds} s per run after 3 s of warm-up (HTTP){}",
+        match &options.target_url {
+            Some(url) => format!(", against {url} and its database"),
+            None if options.pin => ", Postgres pinned to core 0, the rest to core 1".to_owned(),
+            None => ", all on 2 shared cores".to_owned(),
+        }
     );
     let admin = postgres::connect(&platform.database_url).await?;
-    admin
-        .batch_execute(&SEED.replace("$WALLETS", &WALLETS.to_string()))
+    seed(&admin).await?;
+    let statements = admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
         .await
-        .context("seeding failed")?;
-    admin.batch_execute("VACUUM ANALYZE").await?;
-    let tokens: Vec<String> = (1..=WALLETS).map(token).collect();
-    let duration = Duration::from_secs(seconds);
-    let warmup = Duration::from_secs(3);
+        .is_ok();
+    if !statements {
+        println!("(pg_stat_statements is not loaded in this database's server: no statement counts)");
+    }
+
+    // The servers under test, Spin first: its figures are the headline.
+    let mut servers = Vec::new();
+    let mut spin_missing = false;
+    match &options.target_url {
+        Some(url) => {
+            let server = Server::external(url)?;
+            Client::connect(&server.authority()).await.context("the target does not accept connections")?;
+            servers.push(server);
+        }
+        None => {
+            match spin::binary().filter(|binary| binary.is_file()) {
+                Some(binary) => {
+                    let version = Command::new(&binary).arg("--version").output();
+                    let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+                    let server = platform.serve(Runtime::Spin).await?;
+                    println!(
+                        "Spin: {} ({}), spin up pid {}",
+                        binary.display(),
+                        version.unwrap_or_else(|e| format!("no version: {e}")),
+                        server.pid().unwrap_or_default()
+                    );
+                    servers.push(server);
+                }
+                None => {
+                    spin_missing = true;
+                    let spin = std::env::var("SPIN").map_or_else(|_| String::new(), |p| format!(" ($SPIN={p} is no file)"));
+                    println!("*** Spin CLI not found ($SPIN, PATH, ../shared/bin/spin){spin}: the Spin runs are SKIPPED ***");
+                }
+            }
+            servers.push(platform.serve(Runtime::Host).await?);
+        }
+    }
+    if options.pin {
+        for server in &servers {
+            if let Some(pid) = server.pid() {
+                // Started by this process once pinned: its processes and threads inherited core 1.
+                for pid in cpu::tree(pid) {
+                    let cores = cpu::allowed_cores(pid).unwrap_or_default();
+                    ensure!(cores == "1", "{} (pid {pid}) may run on cores {cores}, not only on core 1", server.name);
+                }
+                println!("{} (pid {pid} and its children) runs on core 1, with the load generator", server.name);
+            }
+        }
+    }
+
+    let secret = options.jwt_secret.as_deref().unwrap_or(JWT_SECRET);
+    let bench = Bench {
+        platform: &platform,
+        tokens: (1..=WALLETS).map(|n| token(n, secret)).collect(),
+        admin,
+        warmup: Duration::from_secs(3),
+        duration: Duration::from_secs(seconds),
+    };
 
     let mut rows = Vec::new();
     for hot in [false, true] {
         let case = if hot { "hot wallet" } else { "uniform" };
-        admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
-        let postmaster = platform.cluster.pid();
-        // CPU is counted over the whole run, warm-up included, divided by every transfer made.
-        let (own_before, _) = cpu::own();
-        let server_before = cpu::server(postmaster);
-        let transfers_before = transfer_count(&admin).await?;
-        let mut http = http_run(&platform, &tokens, hot, warmup, duration).await?;
-        let made = (transfer_count(&admin).await? - transfers_before) as f64;
-        http.client_cpu_ms = (cpu::own().0 - own_before).as_secs_f64() * 1_000.0 / made;
-        http.server_cpu_ms = (cpu::server(postmaster) - server_before).as_secs_f64() * 1_000.0 / made;
-        let statements = statements_per_transfer(&platform.database_url).await?;
-        let (_, children_before) = cpu::own();
-        let server_before = cpu::server(postmaster);
-        let transfers_before = transfer_count(&admin).await?;
-        let mut raw = pgbench_run(&platform, hot, duration)?;
-        let made = (transfer_count(&admin).await? - transfers_before) as f64;
-        raw.client_cpu_ms = (cpu::own().1 - children_before).as_secs_f64() * 1_000.0 / made;
-        raw.server_cpu_ms = (cpu::server(postmaster) - server_before).as_secs_f64() * 1_000.0 / made;
-        invariants(&platform.database_url).await?;
-        report(&format!("POST /transfers, {case}"), &http);
+        let workload = Workload::Transfers { hot };
+        println!("\n## POST /transfers, {case}");
+        let raw = bench.run(Runner::Pgbench, workload).await?;
         report(&format!("pgbench ledger.transfer, {case}"), &raw);
-        println!("ratio to the raw-SQL limit: {:.2}x", http.per_sec / raw.per_sec);
-        if !hot {
-            println!("statements per HTTP transfer (pg_stat_statements):");
-            for (statement, per_transfer) in &statements {
-                println!("  {per_transfer:>5.2}  {statement}");
+        let mut http = Vec::new();
+        for server in &servers {
+            if statements {
+                bench.admin.batch_execute("SELECT pg_stat_statements_reset()").await?;
             }
+            let measured = bench.run(Runner::Http(server), workload).await?;
+            report(&format!("POST /transfers under {}, {case}", server.name), &measured);
+            if statements && !hot {
+                println!("  statements per HTTP transfer under {} (pg_stat_statements):", server.name);
+                for (statement, per_transfer) in statements_per_transfer(&bench.admin).await? {
+                    println!("    {per_transfer:>5.2}  {statement}");
+                }
+            }
+            http.push(measured);
         }
-        rows.push((case, http, raw));
+        invariants(&bench.admin).await?;
+        for (server, measured) in servers.iter().zip(&http) {
+            println!("ratio to pgbench ({case}), {}: {:.2}x", server.name, measured.per_sec / raw.per_sec);
+        }
+        print_spin_to_host(&servers, &http);
+        rows.push(Row { case, server: None, measured: raw });
+        rows.extend(servers.iter().zip(http).map(|(server, measured)| Row::http(case, server, measured)));
     }
-    println!("\n| case | POST /transfers | p50 / p99 | pgbench (raw SQL) | p50 / p99 | ratio |\n| --- | --- | --- | --- | --- | --- |");
-    for (case, http, raw) in &rows {
+
+    println!("\n## GET /transfers/health");
+    let mut health = Vec::new();
+    for server in &servers {
+        let measured = bench.run(Runner::Http(server), Workload::Health).await?;
+        report(&format!("GET /transfers/health under {}", server.name), &measured);
+        health.push(measured);
+    }
+    print_spin_to_host(&servers, &health);
+    rows.extend(servers.iter().zip(health).map(|(server, measured)| Row::http("health", server, measured)));
+
+    summary(&rows, spin_missing);
+    Ok(())
+}
+
+/// Spin's figures over the host's, when both ran.
+fn print_spin_to_host(servers: &[Server], measured: &[Measured]) {
+    let of = |name: &str| servers.iter().position(|s| s.name == name).map(|i| &measured[i]);
+    if let (Some(spin), Some(host)) = (of("Spin"), of("wasmpay-host")) {
         println!(
-            "| {case} | {:.0}/s | {:.1} / {:.1} ms | {:.0}/s | {:.1} / {:.1} ms | {:.2}× |",
-            http.per_sec, http.p50_ms, http.p99_ms, raw.per_sec, raw.p50_ms, raw.p99_ms, http.per_sec / raw.per_sec
+            "Spin / wasmpay-host: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
+            spin.per_sec / host.per_sec,
+            spin.p50_ms / host.p50_ms,
+            spin.p99_ms / host.p99_ms
         );
     }
-    Ok(())
+}
+
+fn summary(rows: &[Row], spin_missing: bool) {
+    let find = |case: &str, server: Option<&str>| {
+        rows.iter().find(|r| r.case == case && r.server.as_deref() == server).map(|r| &r.measured)
+    };
+    println!("\n## Summary");
+    match (find("uniform", Some("Spin")), find("hot wallet", Some("Spin")), find("health", Some("Spin"))) {
+        (Some(uniform), Some(hot), Some(health)) => {
+            let raw = |case| find(case, None).map_or(f64::NAN, |m| m.per_sec);
+            println!(
+                "Headline, under Spin: POST /transfers {:.0}/s uniform ({:.2}x pgbench), {:.0}/s hot wallet ({:.2}x pgbench); \
+                 GET /transfers/health {:.0}/s, p99 {:.1} ms",
+                uniform.per_sec,
+                uniform.per_sec / raw("uniform"),
+                hot.per_sec,
+                hot.per_sec / raw("hot wallet"),
+                health.per_sec,
+                health.p99_ms
+            );
+        }
+        _ if spin_missing => println!("No Spin figures: the Spin CLI was not found (set $SPIN or put spin on PATH)."),
+        _ => {}
+    }
+    println!(
+        "\n| case | measured | req/s | p50 / p99 | ratio to pgbench | Spin / host | CPU per request: client side / Postgres |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for row in rows {
+        let m = &row.measured;
+        let what = match (&row.server, row.case) {
+            (None, _) => "pgbench `ledger.transfer`".to_owned(),
+            (Some(server), "health") => format!("{server} `GET /transfers/health`"),
+            (Some(server), _) => format!("{server} `POST /transfers`"),
+        };
+        let to_raw = match (&row.server, find(row.case, None)) {
+            (Some(_), Some(raw)) => format!("{:.2}×", m.per_sec / raw.per_sec),
+            _ => "".to_owned(),
+        };
+        let to_host = match (row.server.as_deref(), find(row.case, Some("wasmpay-host"))) {
+            (Some("Spin"), Some(host)) => format!("{:.2}×", m.per_sec / host.per_sec),
+            _ => "".to_owned(),
+        };
+        let cpu = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.2}"));
+        println!(
+            "| {} | {what} | {:.0}/s | {:.1} / {:.1} ms | {to_raw} | {to_host} | {} / {} ms |",
+            row.case,
+            m.per_sec,
+            m.p50_ms,
+            m.p99_ms,
+            cpu(m.client_cpu_ms),
+            cpu(m.server_cpu_ms)
+        );
+    }
 }
