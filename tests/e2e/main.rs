@@ -15,4 +15,5 @@ mod health;
 mod host;
 mod identity;
 mod migrations;
+mod sessions;
 mod transfers;

@@ -21,7 +21,7 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no wallet with this id");
     let id = params.uuid("id").ok_or_else(not_found)?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let row = db
         .query_opt(
             &Query::with(

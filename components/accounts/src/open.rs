@@ -44,7 +44,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
         ));
     }
     let account_id = Uuid::now_v7();
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let opened = db.query_opt(
         &Query::with(
             &format!("settlement AS (

@@ -17,7 +17,7 @@ const MAX_LISTED_ACCOUNTS: i64 = 500;
 
 pub fn mine(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let rows = db.query_all(
         &Query::select(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a
              WHERE a.owner_id = $1 AND a.kind = 'user'
@@ -33,7 +33,7 @@ pub fn one(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no wallet with this id");
     let id = params.uuid("id").ok_or_else(not_found)?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let row = db
         .query_opt(
             &Query::select(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2")),

@@ -123,12 +123,15 @@ pub fn authenticate(request: &Request) -> Result<Principal, Problem> {
             .with_header("www-authenticate", "Bearer realm=\"wasmpay\""));
     };
     let config = JwtConfig::load()?;
-    verify(&config, token).map_err(|error| {
-        Problem::new(401, "invalid-token", "Invalid access token", error.to_string()).with_header(
-            "www-authenticate",
-            format!("Bearer realm=\"wasmpay\", error=\"invalid_token\", error_description=\"{error}\""),
-        )
-    })
+    verify(&config, token).map_err(|error| invalid_token(&error.to_string()))
+}
+
+/// 401 for an access token that is not (or no longer) good, with the RFC 6750 challenge.
+pub fn invalid_token(reason: &str) -> Problem {
+    Problem::new(401, "invalid-token", "Invalid access token", reason).with_header(
+        "www-authenticate",
+        format!("Bearer realm=\"wasmpay\", error=\"invalid_token\", error_description=\"{reason}\""),
+    )
 }
 
 #[cfg(test)]

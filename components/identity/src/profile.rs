@@ -25,7 +25,7 @@ fn user_gone() -> Problem {
 
 pub fn get(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let row = db
         .query_opt(&Query::select(&format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $1")), &[caller.user_id.into()])?
         .ok_or_else(user_gone)?;
@@ -47,7 +47,7 @@ pub fn update(request: &Request, _: &Params) -> Result<Response, Problem> {
         Some(Err(message)) => return Err(FieldError::new("fullName", message).into()),
         None => return Err(FieldError::new("fullName", "is required").into()),
     };
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let row = db
         .query_opt(
             &Query::with(
@@ -90,7 +90,7 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
         None => return Err(FieldError::new("newPassword", "is required").into()),
     };
     let settings = Settings::load()?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let account = db
         .query_opt(
             &Query::select("SELECT u.password_hash, u.email_key,
@@ -125,24 +125,28 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
         ));
     }
     let new_hash = new_password.hash(settings.bcrypt_cost)?;
-    db.execute(
-        "WITH u AS (
-             UPDATE identity.users
-             SET password_hash = $2, updated_at = now() AT TIME ZONE 'UTC'
-             WHERE id = $1
-             RETURNING id, email, full_name, updated_at
-         ), others AS (
-             UPDATE identity.sessions
-             SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'password-changed'
-             WHERE user_id = $1 AND id <> $3 AND revoked_at IS NULL
-         ), cleared AS (
-             DELETE FROM identity.login_failures WHERE email_key = $4
-         )
-         INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
-         SELECT $5, 'identity', id::text, 'user.password_changed',
-                jsonb_build_object('userId', id, 'email', email, 'fullName', full_name,
-                                   'changedAt', to_char(updated_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
-         FROM u",
+    db.query_one(
+        &Query::with(
+            "u AS (
+                 UPDATE identity.users
+                 SET password_hash = $2, updated_at = now() AT TIME ZONE 'UTC'
+                 WHERE id = $1
+                 RETURNING id, email, full_name, updated_at
+             ), others AS (
+                 UPDATE identity.sessions
+                 SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'password-changed'
+                 WHERE user_id = $1 AND id <> $3 AND revoked_at IS NULL
+             ), cleared AS (
+                 DELETE FROM identity.login_failures WHERE email_key = $4
+             ), event AS (
+                 INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+                 SELECT $5, 'identity', id::text, 'user.password_changed',
+                        jsonb_build_object('userId', id, 'email', email, 'fullName', full_name,
+                                           'changedAt', to_char(updated_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))
+                 FROM u
+             )",
+            "SELECT 1",
+        ),
         &[
             caller.user_id.into(),
             new_hash.into(),

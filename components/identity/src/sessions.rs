@@ -168,11 +168,16 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
 
 pub fn logout(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
-    let db = Db::connect()?;
-    db.execute(
-        "UPDATE identity.sessions
-         SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'logout'
-         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    let db = Db::connect_as(&caller)?;
+    db.query_one(
+        &Query::with(
+            "ended AS (
+                 UPDATE identity.sessions
+                 SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'logout'
+                 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+             )",
+            "SELECT 1",
+        ),
         &[caller.session_id.into(), caller.user_id.into()],
     )?;
     Ok(http::no_content())
@@ -198,7 +203,7 @@ const MAX_LISTED_SESSIONS: i64 = 100;
 
 pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let rows = db.query_all(
         &Query::select("SELECT s.id, s.user_agent, s.created_at, s.last_used_at
          FROM identity.sessions s
@@ -230,14 +235,20 @@ pub fn revoke(request: &Request, params: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let not_found = || Problem::not_found("no active session with this id");
     let session_id: Uuid = params.uuid("id").ok_or_else(not_found)?;
-    let db = Db::connect()?;
-    let revoked = db.execute(
-        "UPDATE identity.sessions
-         SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'revoked-by-user'
-         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    let db = Db::connect_as(&caller)?;
+    let revoked = db.query_one(
+        &Query::with(
+            "ended AS (
+                 UPDATE identity.sessions
+                 SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'revoked-by-user'
+                 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+                 RETURNING id
+             )",
+            "SELECT count(*) FROM ended",
+        ),
         &[session_id.into(), caller.user_id.into()],
     )?;
-    if revoked == 0 {
+    if db::get::<i64>(&revoked, 0)? == 0 {
         return Err(not_found());
     }
     Ok(http::no_content())

@@ -164,7 +164,7 @@ pub fn resend(request: &Request, _: &Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(request)?;
     let settings = Settings::load()?;
     let issued = issue(caller.user_id, settings.verification_ttl_secs)?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let outcome = db.query_opt(
         &Query::with(
             "target AS (

@@ -128,7 +128,7 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let not_found = || Problem::not_found("no wallet with this id");
     let wallet: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let query = parse_query(request.query())?;
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     let rows = db.query_all(
         &Query::select("SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
                 other.account_id, other_wallet.kind, u.full_name, t.description, e.created_at,

@@ -48,7 +48,7 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
         "POST /transfers/{id}/refunds",
         &[&original.to_string(), &amount.map(|a| a.normalize().to_string()).unwrap_or_default()],
     );
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed

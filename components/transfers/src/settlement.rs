@@ -94,7 +94,7 @@ fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> 
         &format!("POST /{}s", direction.name()),
         &[&account.to_string(), &amount.normalize().to_string()],
     );
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed

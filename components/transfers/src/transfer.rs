@@ -172,7 +172,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             transfer.description.as_deref().unwrap_or_default(),
         ],
     );
-    let db = Db::connect()?;
+    let db = Db::connect_as(&caller)?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed

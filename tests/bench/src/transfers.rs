@@ -34,9 +34,16 @@ CREATE FUNCTION bench.account_id(n int) RETURNS uuid LANGUAGE sql IMMUTABLE AS
     $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
 CREATE FUNCTION bench.user_id(n int) RETURNS uuid LANGUAGE sql IMMUTABLE AS
     $$ SELECT ('00000000-0000-4000-9000-' || lpad(n::text, 12, '0'))::uuid $$;
+CREATE FUNCTION bench.session_id(n int) RETURNS uuid LANGUAGE sql IMMUTABLE AS
+    $$ SELECT ('00000000-0000-4000-a000-' || lpad(n::text, 12, '0'))::uuid $$;
 INSERT INTO identity.users (id, email, email_key, full_name, password_hash, email_verified_at)
 SELECT bench.user_id(n), 'user' || n || '@bench.example', 'user' || n || '@bench.example', 'User ' || n,
        '$2b$04$benchbenchbenchbenchbeOkTq0sS1hCHXxEnW4YbAZ8OjwLPTcTq', now() AT TIME ZONE 'UTC'
+FROM generate_series(1, $WALLETS) n;
+-- A live session per user, as after a login: every authenticated statement checks it.
+INSERT INTO identity.sessions (id, user_id) SELECT bench.session_id(n), bench.user_id(n) FROM generate_series(1, $WALLETS) n;
+INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
+SELECT sha256(convert_to('bench-refresh-' || n, 'UTF8')), bench.session_id(n), (now() AT TIME ZONE 'UTC') + interval '30 days'
 FROM generate_series(1, $WALLETS) n;
 INSERT INTO accounts.accounts (id, kind, currency, scale) VALUES (gen_random_uuid(), 'settlement', 'USD', 2);
 INSERT INTO accounts.accounts (id, kind, owner_id, currency, scale)

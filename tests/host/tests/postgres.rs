@@ -315,7 +315,7 @@ async fn the_components_query_rule_never_returns_zero_rows() {
     let run = |query: Query<'static>| {
         let client = &client;
         async move {
-            postgres::guest_query(SpinVersion::Spin4_0, client, &query.at_least_one_row(), &[])
+            postgres::guest_query(SpinVersion::Spin4_0, client, &query.at_least_one_row(None), &[])
                 .await
                 .unwrap_or_else(|trap| panic!("{query:?} tripped the zero-row guard: {trap:#}"))
                 .unwrap()
@@ -338,4 +338,22 @@ async fn the_components_query_rule_never_returns_zero_rows() {
     let values: Vec<DbValue> = ordered.iter().map(|row| row[2].clone()).collect();
     let expected: Vec<DbValue> = (1..=200).rev().map(DbValue::Int32).collect();
     assert_eq!(values, expected);
+}
+
+#[tokio::test]
+async fn a_failed_query_arrives_as_text_under_spin_4_0_and_structured_when_fixed() {
+    let factory = ClientFactory::default();
+    let db = database().await;
+    let client = connect(&factory, &db).await;
+    let failing = "SELECT 1 / 0";
+    match postgres::guest_query(SpinVersion::Spin4_0, &client, failing, &[]).await.unwrap() {
+        Err(PgError::QueryFailed(QueryError::Text(text))) => {
+            assert!(text.contains("code: \"22012\""), "the SQLSTATE travels inside the text: {text}");
+        }
+        other => panic!("expected Spin 4.0.2's text error, got {other:?}"),
+    }
+    match postgres::guest_query(SpinVersion::Fixed, &client, failing, &[]).await.unwrap() {
+        Err(PgError::QueryFailed(QueryError::DbError(error))) => assert_eq!(error.code, "22012"),
+        other => panic!("expected a structured error, got {other:?}"),
+    }
 }

@@ -7,7 +7,9 @@
 //! 4.0.0 to 4.0.2 a `query` that returns zero rows never returns (spinframework/spin issue
 //! 3671: the host waits for a column list that Postgres only sends with the first row).
 //! Imitating that hang would stall the test run, so by default this host fails the request
-//! instead, loudly: a 500 and a log line naming the statement.
+//! instead, loudly: a 500 and a log line naming the statement. Those releases also hand a
+//! failed query's error to the guest as text (the debug form of the structured error,
+//! SQLSTATE inside) rather than as `query-error::db-error`; the host does the same.
 
 pub mod convert;
 
@@ -235,6 +237,10 @@ pub async fn guest_query(
 ) -> wasmtime::Result<Result<RowSet, PgError>> {
     let result = query(client, statement, params).await;
     match result {
+        // Spin 4.0.0-4.0.2 flatten a failed query's structured error into text.
+        Err(error @ PgError::QueryFailed(QueryError::DbError(_))) if version == SpinVersion::Spin4_0 => {
+            Ok(Err(PgError::QueryFailed(QueryError::Text(format!("{error:?}")))))
+        }
         Ok(rows) if rows.rows.is_empty() && version == SpinVersion::Spin4_0 => {
             let statement = statement.split_whitespace().collect::<Vec<_>>().join(" ");
             eprintln!(
