@@ -55,19 +55,48 @@ SELECT count(*) FROM generate_series(1, $WALLETS) n,
                           CASE WHEN n = 1 THEN 100000000 ELSE 100000 END, '{}');
 "#;
 
+/// How pgbench sends the transfer.
+#[derive(Clone, Copy, Debug)]
+enum Sql {
+    /// The bare function call: the raw-SQL yardstick.
+    Bare,
+    /// As the transfers component's db layer sends it: wrapped to return at least one row.
+    Wrapped,
+    /// Wrapped and with the caller's session check, exactly as an authenticated request runs it.
+    WrappedForCaller,
+}
+
+impl Sql {
+    /// The statement, with pgbench expressions for the component's parameters: the same
+    /// text `wasmpay_common::db::Query` produces for the component.
+    fn statement(self) -> String {
+        use wasmpay_common::db::Query;
+        let call = "SELECT status, body, problem, replayed FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+        let text = match self {
+            Sql::Bare => call.to_owned(),
+            Sql::Wrapped => Query::select(call).at_least_one_row(None),
+            Sql::WrappedForCaller => Query::select(call).at_least_one_row(Some(13)),
+        };
+        let arguments = [
+            "bench.user_id(:a)", "gen_random_uuid()::text", "sha256(convert_to(:a || '-' || :b, 'UTF8'))", "86400",
+            "gen_random_uuid()", "gen_random_uuid()", "bench.account_id(:a)", "bench.account_id(:b)", "NULL", "'USD'",
+            ":cents / 100.0", "NULL", "bench.session_id(:a)", "bench.user_id(:a)",
+        ];
+        // Highest first, so that $1 does not eat the start of $13.
+        let text = arguments.iter().enumerate().rev().fold(text, |text, (i, argument)| text.replace(&format!("${}", i + 1), argument));
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
 /// The pgbench transaction: one call of the same function the component calls, with the
 /// same argument kinds (fresh key and ids, random wallets, 0.01..1.00 USD).
-fn pgbench_script(hot: bool) -> String {
+fn pgbench_script(hot: bool, sql: Sql) -> String {
     let pick = if hot {
         "\\set other random(2, 10000)\n\\set hot_first random(0, 1)\n\\set a 1 + :hot_first * (:other - 1)\n\\set b :other + :hot_first * (1 - :other)\n"
     } else {
         "\\set a random(1, 10000)\n\\set b 1 + (:a + random(0, 9998)) % 10000\n"
     };
-    format!(
-        "{pick}\\set cents random(1, 100)\n\
-         SELECT status FROM ledger.transfer(bench.user_id(:a), gen_random_uuid()::text, sha256(convert_to(:a || '-' || :b, 'UTF8')), 86400, \
-         gen_random_uuid(), gen_random_uuid(), bench.account_id(:a), bench.account_id(:b), NULL, 'USD', :cents / 100.0, NULL);\n"
-    )
+    format!("{pick}\\set cents random(1, 100)\n{};\n", sql.statement())
 }
 
 fn uuid(prefix: &str, n: usize) -> String {
@@ -113,8 +142,8 @@ enum Workload {
 /// Who makes the requests of a run.
 #[derive(Clone, Copy)]
 enum Runner<'a> {
-    /// pgbench calling `ledger.transfer` itself (transfers only).
-    Pgbench,
+    /// pgbench calling `ledger.transfer` itself, in the given form (transfers only).
+    Pgbench(Sql),
     /// The load generator of this process, over HTTP.
     Http(&'a Server),
 }
@@ -218,11 +247,11 @@ async fn http_run(
     })
 }
 
-fn pgbench_run(platform: &Platform, hot: bool, duration: Duration) -> anyhow::Result<Measured> {
-    let dir = platform.scratch().join(if hot { "pgbench-hot" } else { "pgbench-uniform" });
+fn pgbench_run(platform: &Platform, hot: bool, sql: Sql, duration: Duration) -> anyhow::Result<Measured> {
+    let dir = platform.scratch().join(format!("pgbench-{}-{sql:?}", if hot { "hot" } else { "uniform" }));
     std::fs::create_dir_all(&dir)?;
     let script = dir.join("transfer.sql");
-    std::fs::write(&script, pgbench_script(hot))?;
+    std::fs::write(&script, pgbench_script(hot, sql))?;
     // The connection string as the database name: pgbench expands it (host, port, user, password).
     let output = Command::new(cluster::pg_bin_dir()?.join("pgbench"))
         .current_dir(&dir)
@@ -292,7 +321,7 @@ impl Bench<'_> {
         let (own, children) = cpu::own();
         let client = match runner {
             // pgbench is a child of this process, counted once reaped.
-            Runner::Pgbench => Some(children),
+            Runner::Pgbench(_) => Some(children),
             // The host runs in this process; Spin in a process of its own.
             Runner::Http(server) if server.cpu_visible() => Some(own + server.process_cpu()),
             Runner::Http(_) => None,
@@ -318,8 +347,8 @@ impl Bench<'_> {
         let _ = self.admin.batch_execute("CHECKPOINT").await;
         let before = self.usage(runner).await?;
         let mut measured = match (runner, workload) {
-            (Runner::Pgbench, Workload::Transfers { hot }) => pgbench_run(self.platform, hot, self.duration)?,
-            (Runner::Pgbench, Workload::Health) => anyhow::bail!("pgbench has no health route"),
+            (Runner::Pgbench(sql), Workload::Transfers { hot }) => pgbench_run(self.platform, hot, sql, self.duration)?,
+            (Runner::Pgbench(_), Workload::Health) => anyhow::bail!("pgbench has no health route"),
             (Runner::Http(server), _) => http_run(server, self.tokens.clone(), workload, self.warmup, self.duration)
                 .await
                 .map_err(|e| match server.output() {
@@ -521,7 +550,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let case = if hot { "hot wallet" } else { "uniform" };
         let workload = Workload::Transfers { hot };
         println!("\n## POST /transfers, {case}");
-        let raw = bench.run(Runner::Pgbench, workload).await?;
+        let raw = bench.run(Runner::Pgbench(Sql::Bare), workload).await?;
         report(&format!("pgbench ledger.transfer, {case}"), &raw);
         let mut http = Vec::new();
         for server in &servers {
@@ -557,7 +586,33 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     print_spin_to_host(&servers, &health);
     rows.extend(servers.iter().zip(health).map(|(server, measured)| Row::http("health", server, measured)));
 
+    statement_shapes(&bench).await?;
     summary(&rows, spin_missing);
+    Ok(())
+}
+
+/// What the components' statement form costs Postgres: pgbench (uniform) on the bare call,
+/// on the call wrapped to return at least one row (db::Query), and wrapped with the session
+/// check, in two rounds of opposite order so that neither shape gets the fresher database.
+async fn statement_shapes(bench: &Bench<'_>) -> anyhow::Result<()> {
+    println!("\n## ledger.transfer as the components send it (pgbench, uniform; rounds A B C, then C B A)");
+    let shapes = [Sql::Bare, Sql::Wrapped, Sql::WrappedForCaller];
+    let mut per_sec = [0.0; 3];
+    for round in [[0, 1, 2], [2, 1, 0]] {
+        for shape in round {
+            let measured = bench.run(Runner::Pgbench(shapes[shape]), Workload::Transfers { hot: false }).await?;
+            report(&format!("pgbench, {:?}", shapes[shape]), &measured);
+            per_sec[shape] += measured.per_sec / 2.0;
+        }
+    }
+    println!(
+        "mean of both rounds: Bare {:.0}/s, Wrapped {:.0}/s ({:.3}x), WrappedForCaller {:.0}/s ({:.3}x of Wrapped)",
+        per_sec[0],
+        per_sec[1],
+        per_sec[1] / per_sec[0],
+        per_sec[2],
+        per_sec[2] / per_sec[1]
+    );
     Ok(())
 }
 
