@@ -17,7 +17,9 @@
 //!   `SELECT … FROM (VALUES (1)) AS one LEFT JOIN (<the query>) AS found ON true`: one row
 //!   of NULLs stands for "no match", and these methods hand back only the matched rows.
 //!
-//! There is no raw `query` here, so a statement cannot bypass the rule.
+//! There is no raw `query` here, so a statement cannot bypass the rule. The test host
+//! (`wasmpay-host`) fails any zero-row `query` loudly, so a statement that slipped past it
+//! fails the test suite instead of hanging production.
 //!
 //! # Access tokens end with their session
 //!
@@ -26,9 +28,7 @@
 //! whole (writes included) with SQLSTATE 28000 when the token's session was revoked or has
 //! expired. The check costs no round trip; the caller gets 401 `invalid-token`, as for a
 //! bad signature. Work an authenticated request does on user data is therefore a
-//! [`Query`]; [`Db::execute`] is for statements made on no one's behalf (login failures). The test host
-//! (`wasmpay-host`) fails any zero-row `query` loudly, so a statement that slipped past it
-//! fails the test suite instead of hanging production.
+//! [`Query`]; [`Db::execute`] is for statements made on no one's behalf (login failures).
 
 use spin_sdk::pg4::{self, Connection, DbValue, Decode, ParameterValue, PgError, RowSet};
 
