@@ -121,6 +121,15 @@ impl OpenApi {
         }
     }
 
+    /// Whether `instance` is valid against the schema at `pointer`, a JSON pointer into the
+    /// document such as `/components/schemas/PositiveAmount`.
+    pub fn accepts(&self, pointer: &str, instance: &Value) -> bool {
+        assert!(self.document.pointer(pointer).is_some(), "openapi.yaml has no {pointer}");
+        let schema = serde_json::json!({ "$ref": format!("#{pointer}") });
+        let validator = self.validator(pointer, &schema).unwrap_or_else(|e| panic!("{e}"));
+        validator.is_valid(instance)
+    }
+
     /// Follows a `$ref` to `#/components/responses/...`.
     fn resolve(&self, value: &Value) -> Value {
         match value["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {

@@ -35,15 +35,18 @@ pub const MAX_SCALE: u32 = 4;
 const MAX_WHOLE_DIGITS: usize = 24;
 
 /// Parses a positive `"12.34"`-style amount whose currency is not known yet (the ledger
-/// checks it against the wallet's scale). Signs, exponents, spaces and separators are
-/// refused; so is anything finer than any currency's minor unit.
+/// checks it against the wallet's scale). Signs, exponents, spaces, separators and leading
+/// zeros are refused; so is anything finer than any currency's minor unit. Trailing zeros
+/// carry no precision (`"1.50000"` is 1.5). openapi.yaml's `PositiveAmount` pattern states
+/// exactly these rules.
 pub fn parse_amount(text: &str) -> Result<Decimal, MoneyError> {
     let (whole, fraction) = match text.split_once('.') {
         Some((whole, fraction)) => (whole, Some(fraction)),
         None => (text, None),
     };
     let digits_only = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits_only(whole) || fraction.is_some_and(|f| !digits_only(f)) {
+    let leading_zero = whole.len() > 1 && whole.starts_with('0');
+    if !digits_only(whole) || leading_zero || fraction.is_some_and(|f| !digits_only(f)) {
         return Err(MoneyError::Malformed);
     }
     if whole.len() + fraction.map_or(0, str::len) > MAX_DIGITS {
@@ -149,7 +152,7 @@ mod tests {
 
     #[test]
     fn refuses_anything_but_plain_positive_decimals() {
-        for text in ["", "-1", "+1", "1e3", " 1", "1 ", "1,00", "1.", ".5", "0x10", "NaN", "1.2.3"] {
+        for text in ["", "-1", "+1", "1e3", " 1", "1 ", "1,00", "1.", ".5", "0x10", "NaN", "1.2.3", "01", "00.5"] {
             assert_eq!(Money::parse(text, usd()), Err(MoneyError::Malformed), "{text:?}");
         }
         assert_eq!(Money::parse("0", usd()), Err(MoneyError::NotPositive));
@@ -164,6 +167,7 @@ mod tests {
         assert_eq!(parse_amount("1.23450").unwrap().to_string(), "1.2345");
         assert_eq!(parse_amount("1.23456"), Err(MoneyError::TooPreciseForAnyCurrency));
         assert_eq!(parse_amount("0"), Err(MoneyError::NotPositive));
+        assert_eq!(parse_amount("0.5").unwrap().to_string(), "0.5");
     }
 
     #[test]

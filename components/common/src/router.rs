@@ -2,6 +2,10 @@
 //! with the same `routefinder` patterns Spin uses (`:name` segments, `*` wildcard), and
 //! answers unknown paths with a 404 problem and known paths with another method with a
 //! 405 problem listing the allowed methods.
+//!
+//! The path picks one route pattern first (the most specific, as Spin picks a component),
+//! and only then the method: `/accounts/me` names the resource of the literal pattern, so
+//! a `DELETE` there is a 405 listing `GET`, never a call of `/accounts/:id`'s handler.
 
 use spin_sdk::http::{Method, Request, Response};
 
@@ -25,7 +29,12 @@ pub type Handler = fn(&Request, &Params) -> Result<Response, Problem>;
 
 #[derive(Default)]
 pub struct Router {
-    by_method: Vec<(Method, routefinder::Router<Handler>)>,
+    /// Route patterns in the order they were added, each with the handler of every method
+    /// it serves.
+    patterns: Vec<(String, Vec<(Method, Handler)>)>,
+    /// Finds the best pattern for a path; its handler is the index in `patterns`. (A
+    /// routefinder key never compares equal to another, so it cannot look a pattern up.)
+    by_path: routefinder::Router<usize>,
 }
 
 impl Router {
@@ -50,58 +59,38 @@ impl Router {
     }
 
     fn route(mut self, method: Method, path: &str, handler: Handler) -> Self {
-        let position = match self.by_method.iter().position(|(m, _)| *m == method) {
-            Some(position) => position,
+        match self.patterns.iter_mut().find(|(pattern, _)| pattern == path) {
+            Some((_, methods)) => methods.push((method, handler)),
             None => {
-                self.by_method.push((method, routefinder::Router::new()));
-                self.by_method.len() - 1
+                // Route patterns are literals in the component's source; a bad one is a
+                // programming error caught by the component's own tests.
+                self.by_path
+                    .add(path, self.patterns.len())
+                    .unwrap_or_else(|e| panic!("invalid route pattern {path}: {e}"));
+                self.patterns.push((path.to_owned(), vec![(method, handler)]));
             }
-        };
-        // Route patterns are literals in the component's source; a bad one is a programming
-        // error caught by the component's own tests.
-        self.by_method[position]
-            .1
-            .add(path, handler)
-            .unwrap_or_else(|e| panic!("invalid route pattern {path}: {e}"));
+        }
         self
     }
 
     pub fn handle(&self, request: &Request) -> Response {
         let path = request.path();
-        let method = request.method();
-        let matched = self
-            .by_method
-            .iter()
-            .find(|(m, _)| m == method)
-            .and_then(|(_, router)| router.best_match(path));
-        match matched {
-            Some(found) => {
-                let params = Params(
-                    found
-                        .captures()
-                        .iter()
-                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                        .collect(),
-                );
-                let handler = *found.handler();
-                handler(request, &params).unwrap_or_else(Problem::into_response)
-            }
-            None => self.unmatched(path).into_response(),
-        }
-    }
-
-    fn unmatched(&self, path: &str) -> Problem {
-        let allowed: Vec<&str> = self
-            .by_method
-            .iter()
-            .filter(|(_, router)| router.best_match(path).is_some())
-            .map(|(method, _)| method_name(method))
-            .collect();
-        if allowed.is_empty() {
-            Problem::not_found(format!("no resource at {path}"))
-        } else {
-            Problem::method_not_allowed(&allowed)
-        }
+        let Some(found) = self.by_path.best_match(path) else {
+            return Problem::not_found(format!("no resource at {path}")).into_response();
+        };
+        let (_, methods) = &self.patterns[*found.handler()];
+        let Some((_, handler)) = methods.iter().find(|(method, _)| method == request.method()) else {
+            let allowed: Vec<&str> = methods.iter().map(|(method, _)| method_name(method)).collect();
+            return Problem::method_not_allowed(&allowed).into_response();
+        };
+        let params = Params(
+            found
+                .captures()
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        );
+        handler(request, &params).unwrap_or_else(Problem::into_response)
     }
 }
 
@@ -117,5 +106,56 @@ fn method_name(method: &Method) -> &'static str {
         Method::Connect => "CONNECT",
         Method::Trace => "TRACE",
         Method::Other(_) => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(_: &Request, params: &Params) -> Result<Response, Problem> {
+        Ok(Response::builder().status(200).body(params.get("id").unwrap_or("literal").to_owned()).build())
+    }
+
+    fn accounts() -> Router {
+        Router::new()
+            .get("/accounts/me", named)
+            .get("/accounts/:id", named)
+            .delete("/accounts/:id", named)
+            .post("/accounts", named)
+    }
+
+    fn call(method: Method, path: &str) -> Response {
+        accounts().handle(&Request::builder().method(method).uri(path).build())
+    }
+
+    fn allow(response: &Response) -> Option<&str> {
+        response.header("allow").and_then(|value| value.as_str())
+    }
+
+    #[test]
+    fn the_most_specific_pattern_serves_its_methods() {
+        assert_eq!(call(Method::Get, "/accounts/me").body(), b"literal");
+        assert_eq!(call(Method::Get, "/accounts/42").body(), b"42");
+        assert_eq!(call(Method::Delete, "/accounts/42").body(), b"42");
+    }
+
+    #[test]
+    fn a_405_lists_the_methods_of_the_pattern_the_path_names() {
+        for method in [Method::Options, Method::Delete, Method::Post] {
+            let response = call(method, "/accounts/me");
+            assert_eq!(*response.status(), 405);
+            assert_eq!(allow(&response), Some("GET"));
+        }
+        let response = call(Method::Patch, "/accounts/42");
+        assert_eq!(*response.status(), 405);
+        assert_eq!(allow(&response), Some("GET, DELETE"));
+    }
+
+    #[test]
+    fn unknown_paths_are_404s() {
+        let response = call(Method::Get, "/accounts/42/nothing");
+        assert_eq!(*response.status(), 404);
+        assert_eq!(allow(&response), None);
     }
 }

@@ -6,7 +6,10 @@
 //! `Retry-After` until the oldest counted failure leaves the window.
 
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::{
+    http::{Request, Response},
+    pg4::ParameterValue,
+};
 use uuid::Uuid;
 use wasmpay_common::{
     db::{self, Db, Query},
@@ -48,10 +51,11 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     let (Some(email), Some(password)) = (body.email, body.password) else {
         return Err(Problem::validation(vec![FieldError::new("email, password", "both are required")]));
     };
-    // A malformed address cannot belong to an account: answer as for any unknown one.
-    let email_key = Email::parse(&email).map(|e| e.key()).unwrap_or_else(|_| email.trim().to_lowercase());
+    // A malformed address cannot belong to an account: it looks up no user (it may hold what
+    // no text column can, such as NUL) and is answered and throttled as any unknown one.
+    let email_key = Email::parse(&email).ok().map(|e| e.key());
     let settings = Settings::load()?;
-    let throttle_key = email_key_hash(&email_key);
+    let throttle_key = email_key_hash(email_key.as_deref().unwrap_or(&email.trim().to_lowercase()));
     let db = Db::connect()?;
     let attempt = db.query_one(
         &Query::select("SELECT u.id, u.password_hash,
@@ -68,7 +72,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
          LEFT JOIN identity.users u ON u.email_key = $2"),
         &[
             throttle_key.clone().into(),
-            email_key.into(),
+            email_key.map_or(ParameterValue::DbNull, Into::into),
             settings.login_failure_window_secs.into(),
             settings.login_max_failures.into(),
         ],

@@ -63,9 +63,12 @@ pub struct OpaqueToken {
     pub hash: Vec<u8>,
 }
 
-/// 256 bits from the host's secure random source.
+/// Bytes of randomness in an opaque token.
+const TOKEN_BYTES: usize = 32;
+
+/// 256 bits from the host's secure random source, as 43 base64url characters (no padding).
 pub fn new_token() -> Result<OpaqueToken, Problem> {
-    let mut bytes = [0u8; 32];
+    let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| {
         eprintln!("random source failed: {e}");
         Problem::internal()
@@ -73,6 +76,13 @@ pub fn new_token() -> Result<OpaqueToken, Problem> {
     let raw = URL_SAFE_NO_PAD.encode(bytes);
     let hash = token_hash(&raw);
     Ok(OpaqueToken { raw, hash })
+}
+
+/// Whether `text` has the shape of a token [`new_token`] makes: the canonical base64url of
+/// 32 bytes, which openapi.yaml states as `^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$` (the last
+/// character carries 2 bits, the rest zero).
+pub fn is_token_shaped(text: &str) -> bool {
+    URL_SAFE_NO_PAD.decode(text).is_ok_and(|bytes| bytes.len() == TOKEN_BYTES)
 }
 
 pub fn token_hash(raw: &str) -> Vec<u8> {
@@ -122,5 +132,24 @@ mod tests {
         assert_ne!(a.raw, b.raw);
         assert_eq!(a.hash, token_hash(&a.raw));
         assert_eq!(a.hash.len(), 32);
+        assert!(is_token_shaped(&a.raw), "{}", a.raw);
+    }
+
+    #[test]
+    fn only_the_canonical_base64url_of_32_bytes_is_token_shaped() {
+        let canonical = format!("{}A", "x".repeat(42));
+        assert!(is_token_shaped(&canonical));
+        assert!(is_token_shaped(&format!("{}w", "-_".repeat(21))));
+        for shape in [
+            String::new(),
+            format!("{}B", "x".repeat(42)),
+            format!("{}A=", "x".repeat(42)),
+            format!("{}AA", "x".repeat(42)),
+            "x".repeat(42),
+            format!(" {canonical}"),
+            format!("{}+A", "x".repeat(41)),
+        ] {
+            assert!(!is_token_shaped(&shape), "{shape:?}");
+        }
     }
 }

@@ -35,18 +35,18 @@ impl UserView {
     }
 }
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+/// A display name: at most 100 characters as sent, no control characters, not blank; kept
+/// trimmed. openapi.yaml's `FullName` states exactly these rules.
 pub fn parse_full_name(text: &str) -> Result<String, String> {
-    let name = text.trim();
-    let length = name.chars().count();
-    if length == 0 {
-        return Err("must not be empty".into());
-    }
-    if length > 100 {
+    if text.chars().count() > 100 {
         return Err("must be at most 100 characters".into());
     }
-    if name.chars().any(char::is_control) {
+    if text.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
+    }
+    let name = text.trim();
+    if name.is_empty() {
+        return Err("must not be blank".into());
     }
     Ok(name.to_owned())
 }

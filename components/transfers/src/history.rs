@@ -5,7 +5,6 @@
 //! row lock: versions grow in commit order, so postings arriving while a client pages only
 //! ever appear before its first page, never between pages. The cursor is opaque.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -25,7 +24,6 @@ use wasmpay_common::{
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
-const CURSOR_PREFIX: &str = "v1:";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -62,13 +60,17 @@ struct PageQuery {
     to: Option<NaiveDateTime>,
 }
 
+/// A cursor is the wallet version its page ends before, as 16 lower-case hex digits. Every
+/// string of that shape (openapi.yaml's `^[0-7][0-9a-f]{15}$`) is a position: version 0
+/// comes before every posting, so its page is empty.
 fn encode_cursor(version: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{version}"))
+    format!("{version:016x}")
 }
 
 fn decode_cursor(cursor: &str) -> Option<i64> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    text.strip_prefix(CURSOR_PREFIX)?.parse().ok().filter(|v| *v > 0)
+    let hex = cursor.len() == 16 && cursor.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    // The first digit above 7 overflows i64 and is refused.
+    hex.then(|| i64::from_str_radix(cursor, 16).ok()).flatten()
 }
 
 fn parse_query(query: &str) -> Result<PageQuery, Problem> {
@@ -85,6 +87,8 @@ fn parse_query(query: &str) -> Result<PageQuery, Problem> {
                 Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => parsed.limit = limit,
                 _ => errors.push(FieldError::new("limit", "must be an integer from 1 to 100")),
             },
+            // An empty cursor asks for the first page, as no cursor does.
+            "cursor" if value.is_empty() => parsed.before_version = None,
             "cursor" => match decode_cursor(&value) {
                 Some(version) => parsed.before_version = Some(version),
                 None => errors.push(FieldError::new("cursor", "is not a cursor this API returned")),
@@ -205,17 +209,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_reject_forgeries() {
+    fn cursors_round_trip_and_refuse_other_shapes() {
+        assert_eq!(encode_cursor(42), "000000000000002a");
         assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        assert_eq!(decode_cursor("42"), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("v1:-3")), None);
-        assert_eq!(decode_cursor("%%%"), None);
+        assert_eq!(decode_cursor(&encode_cursor(i64::MAX)), Some(i64::MAX));
+        assert_eq!(decode_cursor("0000000000000000"), Some(0));
+        for shape in ["42", "000000000000002A", "8000000000000000", "+00000000000002a", "000000000000002a0", "%%%"] {
+            assert_eq!(decode_cursor(shape), None, "{shape}");
+        }
     }
 
     #[test]
     fn query_parameters_are_checked() {
         let query = parse_query("limit=5&from=2026-01-01T00%3A00%3A00%2B01%3A00").unwrap();
         assert_eq!(query.limit, 5);
+        assert_eq!(parse_query("cursor=").unwrap().before_version, None, "an empty cursor is the first page");
         assert_eq!(query.from.map(time::rfc3339).as_deref(), Some("2025-12-31T23:00:00.000000Z"));
         for bad in ["limit=0", "limit=101", "limit=x", "cursor=abc", "from=yesterday", "from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z"] {
             assert!(parse_query(bad).is_err(), "{bad}");

@@ -55,15 +55,17 @@ struct Transfer {
 /// Longest description kept with a transfer.
 const MAX_DESCRIPTION_CHARS: usize = 200;
 
+/// At most 200 characters as sent, no control characters; kept trimmed, and a blank one is
+/// none. openapi.yaml's `TransferDescription` states exactly these rules.
 pub fn parse_description(text: Option<String>) -> Result<Option<String>, FieldError> {
     let Some(text) = text else { return Ok(None) };
-    let text = text.trim();
     if text.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(FieldError::new("description", "must be at most 200 characters"));
     }
     if text.chars().any(char::is_control) {
         return Err(FieldError::new("description", "must not contain control characters"));
     }
+    let text = text.trim();
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
