@@ -384,6 +384,105 @@ async fn statements_per_transfer(admin: &tokio_postgres::Client) -> anyhow::Resu
     Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as f64 / transfers as f64)).collect())
 }
 
+/// Where Postgres spends a transfer: one pgbench run of the bare `ledger.transfer`
+/// (uniform), with nested statements tracked (pg_stat_statements.track = all) and the
+/// PL/pgSQL functions' own time (track_functions = all) — set for this run's sessions only,
+/// since tracking costs time — and the WAL and rows it wrote, all per transfer. Printed as
+/// Markdown tables.
+async fn postgres_profile(bench: &Bench<'_>) -> anyhow::Result<()> {
+    println!("\n## Where Postgres spends a transfer (pgbench, bare ledger.transfer, uniform)");
+    let admin = &bench.admin;
+    admin
+        .batch_execute(
+            "ALTER DATABASE bench SET pg_stat_statements.track = 'all';
+             ALTER DATABASE bench SET track_functions = 'all';",
+        )
+        .await?;
+    admin.batch_execute("VACUUM ANALYZE").await?;
+    admin.batch_execute("CHECKPOINT").await?;
+    admin
+        .batch_execute("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset(); SELECT pg_stat_reset_shared('wal');")
+        .await?;
+    let before = transfer_count(admin).await?;
+    let measured = pgbench_run(bench.platform, false, Sql::Bare, bench.duration)?;
+    report("pgbench, Bare, tracking on", &measured);
+    // Backends flush their statistics when they exit; pgbench's have.
+    admin.batch_execute("SELECT pg_stat_force_next_flush()").await.ok();
+    let transfers = (transfer_count(admin).await? - before) as f64;
+    ensure!(transfers > 0.0, "the profiling run made no transfer");
+
+    println!("\n| statement (top level or nested) | calls per transfer | ms per transfer (incl. nested) |\n| --- | --- | --- |");
+    let statements = admin
+        .query(
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90), calls::float8, total_exec_time
+             FROM pg_stat_statements
+             WHERE calls::float8 >= $1::float8 / 2 AND query NOT LIKE '%pg_stat%'
+             ORDER BY total_exec_time DESC LIMIT 20",
+            &[&transfers],
+        )
+        .await?;
+    for row in &statements {
+        let (query, calls, time): (String, f64, f64) = (row.get(0), row.get(1), row.get(2));
+        println!("| `{}` | {:.2} | {:.3} |", query.replace('|', "\\|"), calls / transfers, time / transfers);
+    }
+
+    println!("\n| function | calls per transfer | own ms per transfer |\n| --- | --- | --- |");
+    let functions = admin
+        .query(
+            "SELECT schemaname || '.' || funcname, calls::float8, self_time FROM pg_stat_user_functions ORDER BY self_time DESC",
+            &[],
+        )
+        .await?;
+    for row in &functions {
+        let (name, calls, time): (String, f64, f64) = (row.get(0), row.get(1), row.get(2));
+        println!("| `{name}` | {:.2} | {:.3} |", calls / transfers, time / transfers);
+    }
+
+    println!("\n| table | rows inserted | updated (HOT) | deleted | indexes | index entries written | per transfer |\n| --- | --- | --- | --- | --- | --- | --- |");
+    let tables = admin
+        .query(
+            "SELECT t.schemaname || '.' || t.relname, t.n_tup_ins::float8, t.n_tup_upd::float8, t.n_tup_hot_upd::float8,
+                    t.n_tup_del::float8, (SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid)::float8
+             FROM pg_stat_user_tables t
+             WHERE t.n_tup_ins + t.n_tup_upd + t.n_tup_del > 0
+             ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let (mut rows_written, mut entries_written) = (0.0, 0.0);
+    for row in &tables {
+        let (name, ins, upd, hot, del, indexes): (String, f64, f64, f64, f64, f64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+        // An insert and a non-HOT update add an entry to every index of the table.
+        let entries = (ins + upd - hot) * indexes;
+        rows_written += ins + upd + del;
+        entries_written += entries;
+        println!(
+            "| `{name}` | {:.2} | {:.2} ({:.2}) | {:.2} | {indexes} | {:.2} | |",
+            ins / transfers,
+            upd / transfers,
+            hot / transfers,
+            del / transfers,
+            entries / transfers
+        );
+    }
+    println!(
+        "| all | | | | | | {:.2} rows, {:.2} index entries |",
+        rows_written / transfers,
+        entries_written / transfers
+    );
+
+    let wal = admin.query_one("SELECT wal_records::float8, wal_fpi::float8, wal_bytes::float8 FROM pg_stat_wal", &[]).await?;
+    let (records, fpi, bytes): (f64, f64, f64) = (wal.get(0), wal.get(1), wal.get(2));
+    println!(
+        "\nWAL per transfer: {:.0} bytes in {:.1} records ({:.2} full-page images), over {transfers:.0} transfers",
+        bytes / transfers,
+        records / transfers,
+        fpi / transfers
+    );
+    Ok(())
+}
+
 async fn transfer_count(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
     Ok(client.query_one("SELECT count(*) FROM ledger.transfers WHERE kind = 'transfer'", &[]).await?.get(0))
 }
@@ -587,6 +686,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     rows.extend(servers.iter().zip(health).map(|(server, measured)| Row::http("health", server, measured)));
 
     statement_shapes(&bench).await?;
+    if options.database_url.is_none() {
+        postgres_profile(&bench).await?;
+    }
     summary(&rows, spin_missing);
     Ok(())
 }
