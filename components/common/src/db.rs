@@ -103,9 +103,10 @@ impl From<PgError> for DbError {
 
 /// Spin 4.0.0 to 4.0.2 hand a failed `query` to the guest as `QueryError::Text` holding
 /// the debug form of the structured error (`Error::QueryFailed(QueryError::DbError(DbError
-/// { …, code: "40001", … }))`) instead of `QueryError::DbError`; `execute` and other Spin
-/// releases keep the structure. The SQLSTATE is read back from that text, so retries and
-/// refusals that depend on it behave the same on every release.
+/// { …, code: "40001", … }))`) instead of `QueryError::DbError` (observed for `query`, the
+/// only call whose SQLSTATE the components act on; not checked for `execute`). The SQLSTATE
+/// is read back from that text, so retries and refusals that depend on it behave the same
+/// on every release.
 fn sqlstate_in_text(text: &str) -> Option<String> {
     let (_, after) = text.split_once("DbError {")?.1.split_once("code: \"")?;
     let code = after.get(..5)?;
