@@ -45,8 +45,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// The checkout `cargo xtask` was run in. `cargo run` names it at run time; the path
+/// compiled in is only a fallback, since clones sharing one `CARGO_TARGET_DIR` share this
+/// binary too.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ is in the repository").to_owned()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest_dir.parent().expect("xtask/ is in the repository").to_owned()
 }
 
 fn cargo() -> Command {

@@ -2,11 +2,14 @@
 //! `<target>/<profile>/deps/`, binaries from `<target>/<profile>/`), whatever
 //! `CARGO_TARGET_DIR` says.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The repository root (holds `spin.toml`).
+/// The repository root (holds `spin.toml`). Every package using this is two levels below
+/// it; `cargo test`/`cargo run` name that package at run time, which wins over the path
+/// compiled in (clones sharing one `CARGO_TARGET_DIR` share the compiled binaries too).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest_dir
         .join("../..")
         .canonicalize()
         .expect("the repository root exists")
