@@ -78,7 +78,7 @@ pub struct NotifyArgs {
     #[arg(long, env = "EVENT_KEYS", hide_env_values = true, default_value = "")]
     pub event_keys: String,
     /// The link in verification e-mails; `{token}` is replaced by the token.
-    #[arg(long, env = "VERIFICATION_URL_TEMPLATE", default_value = "http://127.0.0.1:3000/verify-email?token={token}")]
+    #[arg(long, env = "VERIFICATION_URL_TEMPLATE", default_value = "http://127.0.0.1:3000/app/verify-email?token={token}")]
     pub verification_url_template: String,
     /// Novu workflow ids by notification: `transfer-sent=my-id,…` overrides the defaults
     /// (email-verification, transfer-sent, transfer-received, deposit-received,

@@ -19,7 +19,9 @@ use wasmpay_test_support::{
 
 use crate::openapi::OpenApi;
 
-pub const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
+pub use wasmpay_test_support::paths::COMPONENTS;
+/// The components serving the API that openapi.yaml documents.
+pub const API_COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
 
 /// The JWT secret the tests run with (tests forge tokens with it).
 pub const JWT_SECRET: &str = "e2e-test-jwt-secret-0123456789abcdef";

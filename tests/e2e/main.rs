@@ -19,3 +19,4 @@ mod migrations;
 mod schemas;
 mod sessions;
 mod transfers;
+mod web;

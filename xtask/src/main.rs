@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`:
 //!
-//! - `build`: the three components for wasm32-wasip2 (release), and every native target of
+//! - `build`: the web app's front end (`npm ci` when its lockfile changed, then
+//!   `components/web/app/build.mjs`), the four components for wasm32-wasip2 (release), and every native target of
 //!   the workspace (the bridge, wasmpay-host and the tests) in one cargo invocation, so
 //!   that `cargo test` finds them built: building the binaries alone would resolve
 //!   dependency features differently and compile wasmtime a second time.
@@ -19,9 +20,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use wasmpay_test_support::cluster::LocalCluster;
-
-const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
+use wasmpay_test_support::{cluster::LocalCluster, paths::COMPONENTS};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -93,6 +92,7 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn build() -> anyhow::Result<()> {
+    build_web_app()?;
     step("building the components (wasm32-wasip2, release)");
     let mut wasm = cargo();
     wasm.args(["build", "--target", "wasm32-wasip2", "--release"]);
@@ -102,6 +102,24 @@ fn build() -> anyhow::Result<()> {
     run(&mut wasm)?;
     step("building the native binaries and the tests");
     run(cargo().args(["build", "--workspace", "--bins", "--tests"]))
+}
+
+/// The front end the web component embeds: `npm ci` only when package-lock.json is newer
+/// than the installed tree, then build.mjs (which rewrites only files that changed, so the
+/// component is recompiled only when the front end did).
+fn build_web_app() -> anyhow::Result<()> {
+    let app = repo_root().join("components/web/app");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(&app.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(&app.join("package-lock.json")) {
+        step("installing the web app's npm packages (npm ci)");
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&app))
+        .context("Node.js and npm are needed to build the web app")?;
+    }
+    step("building the web app (TypeScript checked, bundled by esbuild)");
+    run(Command::new("node").arg("build.mjs").current_dir(&app))
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
@@ -216,7 +234,7 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    eprintln!("\nwasmpay is up at http://{listen}  (try: curl http://{listen}/auth/health)  Ctrl-C stops it\n");
+    eprintln!("\nwasmpay is up at http://{listen}  (the wallet: http://{listen}/app/, the API reference: http://{listen}/docs/)  Ctrl-C stops it\n");
     let status = child.wait()?;
     if !status.success() && status.code().is_some() {
         bail!("the server exited with {status}");

@@ -42,7 +42,6 @@ impl Drop for TempDir {
 
 pub const JWT_SECRET: &str = "bench-jwt-secret-0123456789abcdef0123";
 
-const COMPONENTS: [&str; 3] = ["identity", "accounts", "transfers"];
 
 /// The runtimes this benchmark can start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +108,7 @@ impl Platform {
     pub async fn serve(&self, runtime: Runtime) -> anyhow::Result<Server> {
         anyhow::ensure!(self.cluster.is_some(), "servers are started only on a database this process started");
         let manifest = paths::repo_root().join("spin.toml");
-        let sources: BTreeMap<String, _> = COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
+        let sources: BTreeMap<String, _> = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
         Ok(match runtime {
             Runtime::Host => {
                 let mut config = HostConfig::new(manifest);

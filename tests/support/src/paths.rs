@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+/// The components `spin.toml` wires, each built from the cargo package of the same name.
+pub const COMPONENTS: [&str; 4] = ["identity", "accounts", "transfers", "web"];
+
 /// The repository root (holds `spin.toml`). Every package using this is two levels below
 /// it; `cargo test`/`cargo run` name that package at run time, which wins over the path
 /// compiled in (clones sharing one `CARGO_TARGET_DIR` share the compiled binaries too).
