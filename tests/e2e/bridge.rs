@@ -29,30 +29,33 @@ use crate::{
     users::{register, unique_email, verified},
 };
 
-const NOVU_KEY: &str = "novu-test-secret";
+pub(crate) const NOVU_KEY: &str = "novu-test-secret";
 
 /// A bridge process with its own topics, consumer group and ops port.
-struct BridgeProcess {
+pub(crate) struct BridgeProcess {
     child: Child,
     ops_port: u16,
     log: PathBuf,
 }
 
 #[derive(Clone)]
-struct BridgeConfig {
+pub(crate) struct BridgeConfig {
     database_url: String,
     brokers: String,
     prefix: String,
     novu_url: String,
+    /// Where verification links point (the web app's verify page, in the browser tests).
+    pub verification_url_template: String,
 }
 
 impl BridgeConfig {
-    fn new(app: &TestApp, brokers: String, novu: &NovuStandIn) -> Self {
+    pub(crate) fn new(app: &TestApp, brokers: String, novu: &NovuStandIn) -> Self {
         Self {
             database_url: app.db.url.clone(),
             brokers,
             prefix: format!("t{}", app.db.name),
             novu_url: novu.url(),
+            verification_url_template: "https://app.example/verify-email?token={token}".into(),
         }
     }
 
@@ -61,7 +64,7 @@ impl BridgeConfig {
         format!("{}.{aggregate}", self.prefix)
     }
 
-    fn spawn(&self, command: &str) -> BridgeProcess {
+    pub(crate) fn spawn(&self, command: &str) -> BridgeProcess {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let ops_port = free_port().unwrap();
         let log = std::env::temp_dir().join(format!(
@@ -80,7 +83,7 @@ impl BridgeConfig {
             .env("NOVU_API_URL", &self.novu_url)
             .env("NOVU_API_KEY", NOVU_KEY)
             .env("EVENT_KEYS", format!("{EVENT_KEY_ID}={EVENT_KEY}"))
-            .env("VERIFICATION_URL_TEMPLATE", "https://app.example/verify-email?token={token}")
+            .env("VERIFICATION_URL_TEMPLATE", &self.verification_url_template)
             .env("NOTIFY_GROUP_ID", format!("{}-notify", self.prefix))
             .env("OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("RELAY_POLL_INTERVAL_MS", "200")
@@ -124,7 +127,7 @@ impl BridgeProcess {
         let _ = self.child.wait();
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -140,7 +143,7 @@ impl Drop for BridgeProcess {
 }
 
 /// Polls `check` until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -8,6 +8,7 @@ mod users;
 
 mod accounts;
 mod bridge;
+mod browser;
 mod concurrency;
 mod contract;
 mod deploy;

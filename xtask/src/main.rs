@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`:
 //!
 //! - `build`: the web app's front end (`npm ci` when its lockfile changed, then
-//!   `components/web/app/build.mjs`), the four components for wasm32-wasip2 (release), and every native target of
+//!   `components/web/app/build.mjs`; and the browser tests' npm packages), the four components for wasm32-wasip2 (release), and every native target of
 //!   the workspace (the bridge, wasmpay-host and the tests) in one cargo invocation, so
 //!   that `cargo test` finds them built: building the binaries alone would resolve
 //!   dependency features differently and compile wasmtime a second time.
@@ -104,22 +104,30 @@ fn build() -> anyhow::Result<()> {
     run(cargo().args(["build", "--workspace", "--bins", "--tests"]))
 }
 
-/// The front end the web component embeds: `npm ci` only when package-lock.json is newer
-/// than the installed tree, then build.mjs (which rewrites only files that changed, so the
-/// component is recompiled only when the front end did).
+/// The front end the web component embeds (npm packages, then build.mjs, which rewrites
+/// only files that changed, so the component is recompiled only when the front end did),
+/// and the browser tests' Playwright.
 fn build_web_app() -> anyhow::Result<()> {
-    let app = repo_root().join("components/web/app");
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let installed = modified(&app.join("node_modules/.package-lock.json"));
-    if installed.is_none() || installed < modified(&app.join("package-lock.json")) {
-        step("installing the web app's npm packages (npm ci)");
-        run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&app))
-        .context("Node.js and npm are needed to build the web app")?;
-    }
+    let root = repo_root();
+    let app = root.join("components/web/app");
+    npm_ci(&app)?;
+    npm_ci(&root.join("tests/browser"))?;
     step("building the web app (TypeScript checked, bundled by esbuild)");
     run(Command::new("node").arg("build.mjs").current_dir(&app))
+}
+
+/// `npm ci` in `dir`, only when its package-lock.json is newer than the installed tree.
+fn npm_ci(dir: &Path) -> anyhow::Result<()> {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(&dir.join("node_modules/.package-lock.json"));
+    if installed.is_some() && installed >= modified(&dir.join("package-lock.json")) {
+        return Ok(());
+    }
+    step(&format!("installing npm packages in {} (npm ci)", dir.display()));
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir))
+    .context("Node.js and npm are needed to build the web app")
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
