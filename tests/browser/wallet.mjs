@@ -185,10 +185,10 @@ async function main() {
     // Alice sends money by e-mail; both histories show it.
     step = "alice sends 25.50 USD to bob by e-mail";
     await sendMoney(alice, bobEmail, "25.50", "Dinner");
-    await shot(alice.page, "sent");
     await see(alice.page.locator(".notice.success"), `Sent 25.50 USD to ${bobEmail}.`, step);
     await see(balance(alice.page), "74.50 USD", step);
     await see(rows(alice.page).first(), /Sent · Bob Browser.*Dinner.*-25\.50 USD/, step);
+    await shot(alice.page, "sent");
     await bob.page.goto(bobWallet);
     await see(balance(bob.page), "25.50 USD", "bob's balance");
     await see(rows(bob.page).first(), /Received · Alice Browser.*Dinner.*25\.50 USD/, "bob's history");
@@ -206,6 +206,8 @@ async function main() {
     await alice.page.goto(aliceWallet);
     await see(balance(alice.page), "84.50 USD", "alice after the refund");
     await see(rows(alice.page).first(), /Refund received · Bob Browser.*10\.00 USD/, "alice's history");
+    // The README's picture of the wallet (the window only).
+    await alice.page.screenshot({ path: join(ARTIFACTS, "wallet.png") });
 
     // Refusals are shown next to their field and change nothing.
     step = "an insufficient-funds transfer";
