@@ -1,7 +1,7 @@
 //! Every setting of the bridge: a flag, an environment variable and a default, all listed
 //! by `bridge <command> --help` and in the README.
 
-use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -30,6 +30,165 @@ pub struct KafkaArgs {
     /// Replication factor of the topics the bridge creates.
     #[arg(long, env = "TOPIC_REPLICATION", default_value_t = 1)]
     pub topic_replication: i32,
+    /// How the bridge talks to the brokers: plaintext, ssl (TLS), sasl_plaintext or
+    /// sasl_ssl (SASL over TLS, what managed Kafka services ask for).
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", default_value = "plaintext",
+          value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
+    pub kafka_security_protocol: String,
+    /// CA certificates (PEM file) that verify the brokers' certificates; without it, the
+    /// system's CA store (TLS protocols only).
+    #[arg(long, env = "KAFKA_CA_FILE")]
+    pub kafka_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM file) for mutual TLS, with --kafka-key-file.
+    #[arg(long, env = "KAFKA_CERT_FILE")]
+    pub kafka_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM file).
+    #[arg(long, env = "KAFKA_KEY_FILE")]
+    pub kafka_key_file: Option<PathBuf>,
+    /// Password of that private key, if it is encrypted.
+    #[arg(long, env = "KAFKA_KEY_PASSWORD", hide_env_values = true)]
+    pub kafka_key_password: Option<Secret>,
+    /// SASL mechanism (sasl_plaintext and sasl_ssl): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password (never logged).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<Secret>,
+    /// Further librdkafka properties for every Kafka client, `key=value,…`, for what the
+    /// flags do not cover (librdkafka's CONFIGURATION.md lists them). Properties the flags
+    /// or the bridge's delivery guarantees set are refused here.
+    #[arg(long, env = "KAFKA_PROPERTIES", default_value = "", hide_env_values = true)]
+    pub kafka_properties: String,
+}
+
+/// A secret from a flag or the environment: `Debug` (logs, errors) never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(value.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// librdkafka properties that `KAFKA_PROPERTIES` may not set: the flags own the first ones,
+/// the bridge's delivery and commit guarantees the rest (crate::kafka sets them).
+pub const OWNED_PROPERTIES: [&str; 25] = [
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "client.id",
+    "security.protocol",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "max.in.flight.requests.per.connection",
+    "max.in.flight",
+    "message.timeout.ms",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "linger.ms",
+    "queue.buffering.max.messages",
+    "session.timeout.ms",
+];
+
+impl KafkaArgs {
+    /// What every Kafka client gets — brokers, security, the pass-through properties — or
+    /// the first setting that is wrong, by its environment variable.
+    pub fn client_settings(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut settings = vec![
+            ("bootstrap.servers".to_owned(), self.kafka_brokers.clone()),
+            ("client.id".to_owned(), "wasmpay-bridge".to_owned()),
+            ("security.protocol".to_owned(), self.kafka_security_protocol.clone()),
+        ];
+        let tls = self.kafka_security_protocol.ends_with("ssl");
+        let sasl = self.kafka_security_protocol.starts_with("sasl_");
+        let files = [
+            ("KAFKA_CA_FILE", "ssl.ca.location", &self.kafka_ca_file),
+            ("KAFKA_CERT_FILE", "ssl.certificate.location", &self.kafka_cert_file),
+            ("KAFKA_KEY_FILE", "ssl.key.location", &self.kafka_key_file),
+        ];
+        for (variable, property, file) in files {
+            let Some(file) = file else { continue };
+            if !tls {
+                bail!("{variable} is set but KAFKA_SECURITY_PROTOCOL={} uses no TLS (ssl or sasl_ssl do)", self.kafka_security_protocol);
+            }
+            std::fs::File::open(file).with_context(|| format!("{variable}={} cannot be read", file.display()))?;
+            settings.push((property.to_owned(), file.display().to_string()));
+        }
+        if self.kafka_cert_file.is_some() != self.kafka_key_file.is_some() {
+            bail!("KAFKA_CERT_FILE and KAFKA_KEY_FILE go together (mutual TLS needs both)");
+        }
+        if let Some(password) = &self.kafka_key_password {
+            if self.kafka_key_file.is_none() {
+                bail!("KAFKA_KEY_PASSWORD is set without KAFKA_KEY_FILE");
+            }
+            settings.push(("ssl.key.password".to_owned(), password.expose().to_owned()));
+        }
+        if tls && self.kafka_ca_file.is_none() {
+            // The vendored OpenSSL knows no system store of its own: librdkafka finds it.
+            settings.push(("ssl.ca.location".to_owned(), "probe".to_owned()));
+        }
+        let sasl_given = [
+            ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism.is_some()),
+            ("KAFKA_SASL_USERNAME", self.kafka_sasl_username.is_some()),
+            ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password.is_some()),
+        ];
+        for (variable, given) in sasl_given {
+            if sasl && !given {
+                bail!("KAFKA_SECURITY_PROTOCOL={} needs {variable}", self.kafka_security_protocol);
+            }
+            if !sasl && given {
+                bail!("{variable} is set but KAFKA_SECURITY_PROTOCOL={} uses no SASL (sasl_ssl or sasl_plaintext do)", self.kafka_security_protocol);
+            }
+        }
+        if let (Some(mechanism), Some(username), Some(password)) =
+            (&self.kafka_sasl_mechanism, &self.kafka_sasl_username, &self.kafka_sasl_password)
+        {
+            settings.push(("sasl.mechanism".to_owned(), mechanism.clone()));
+            settings.push(("sasl.username".to_owned(), username.clone()));
+            settings.push(("sasl.password".to_owned(), password.expose().to_owned()));
+        }
+        for entry in self.kafka_properties.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((key, value)) = entry.split_once('=').map(|(k, v)| (k.trim(), v.trim())) else {
+                bail!("KAFKA_PROPERTIES entries are key=value, got {:?}", entry.split('=').next().unwrap_or_default());
+            };
+            if key.is_empty() {
+                bail!("KAFKA_PROPERTIES has an entry without a key");
+            }
+            if OWNED_PROPERTIES.contains(&key) {
+                bail!("KAFKA_PROPERTIES may not set {key}: the bridge's flags or its delivery guarantees set it");
+            }
+            settings.push((key.to_owned(), value.to_owned()));
+        }
+        Ok(settings)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -156,7 +315,80 @@ pub fn parse_workflows(overrides: &str) -> anyhow::Result<BTreeMap<&'static str,
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Kafka {
+        #[command(flatten)]
+        args: KafkaArgs,
+    }
+
+    fn kafka(flags: &[&str]) -> KafkaArgs {
+        Kafka::try_parse_from(std::iter::once("bridge").chain(flags.iter().copied())).unwrap().args
+    }
+
+    fn refusal(flags: &[&str]) -> String {
+        format!("{:#}", kafka(flags).client_settings().unwrap_err())
+    }
+
+    #[test]
+    fn plaintext_needs_no_security_settings() {
+        let settings = kafka(&[]).client_settings().unwrap();
+        assert!(settings.contains(&("security.protocol".into(), "plaintext".into())));
+        assert!(!settings.iter().any(|(k, _)| k.starts_with("ssl.") || k.starts_with("sasl.")));
+    }
+
+    #[test]
+    fn tls_without_a_ca_file_uses_the_system_store() {
+        let settings = kafka(&["--kafka-security-protocol", "ssl"]).client_settings().unwrap();
+        assert!(settings.contains(&("ssl.ca.location".into(), "probe".into())));
+    }
+
+    #[test]
+    fn sasl_needs_a_mechanism_a_user_and_a_password() {
+        assert_eq!(refusal(&["--kafka-security-protocol", "sasl_ssl"]), "KAFKA_SECURITY_PROTOCOL=sasl_ssl needs KAFKA_SASL_MECHANISM");
+        let settings = kafka(&[
+            "--kafka-security-protocol", "sasl_ssl", "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+            "--kafka-sasl-username", "relay", "--kafka-sasl-password", "s3cret",
+        ])
+        .client_settings()
+        .unwrap();
+        assert!(settings.contains(&("sasl.password".into(), "s3cret".into())));
+        assert!(refusal(&["--kafka-sasl-username", "relay"]).starts_with("KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL=plaintext uses no SASL"));
+    }
+
+    #[test]
+    fn tls_files_must_exist_and_need_tls() {
+        assert!(refusal(&["--kafka-ca-file", "/etc/hostname"]).starts_with("KAFKA_CA_FILE is set but KAFKA_SECURITY_PROTOCOL=plaintext uses no TLS"));
+        assert!(refusal(&["--kafka-security-protocol", "ssl", "--kafka-ca-file", "/no/such/ca.pem"]).starts_with("KAFKA_CA_FILE=/no/such/ca.pem cannot be read"));
+        assert_eq!(
+            refusal(&["--kafka-security-protocol", "ssl", "--kafka-cert-file", "/etc/hostname"]),
+            "KAFKA_CERT_FILE and KAFKA_KEY_FILE go together (mutual TLS needs both)"
+        );
+    }
+
+    #[test]
+    fn properties_pass_through_except_what_the_bridge_owns() {
+        let settings = kafka(&["--kafka-properties", "socket.keepalive.enable=true, broker.address.family=v4"]).client_settings().unwrap();
+        assert!(settings.contains(&("socket.keepalive.enable".into(), "true".into())));
+        assert!(settings.contains(&("broker.address.family".into(), "v4".into())));
+        assert_eq!(
+            refusal(&["--kafka-properties", "acks=0"]),
+            "KAFKA_PROPERTIES may not set acks: the bridge's flags or its delivery guarantees set it"
+        );
+        assert_eq!(refusal(&["--kafka-properties", "acks"]), "KAFKA_PROPERTIES entries are key=value, got \"acks\"");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let args = kafka(&[
+            "--kafka-security-protocol", "sasl_plaintext", "--kafka-sasl-mechanism", "PLAIN",
+            "--kafka-sasl-username", "relay", "--kafka-sasl-password", "hunter2-secret",
+        ]);
+        assert!(!format!("{args:?}").contains("hunter2-secret"));
+    }
 
     #[test]
     fn workflows_default_to_their_names_and_can_be_renamed() {

@@ -32,10 +32,13 @@ pub fn dead_letter_topic(prefix: &str) -> String {
     format!("{prefix}.notifications.dlq")
 }
 
-fn base(args: &KafkaArgs) -> ClientConfig {
+/// Brokers, security and pass-through properties: what every client starts from.
+fn base(args: &KafkaArgs) -> anyhow::Result<ClientConfig> {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.kafka_brokers).set("client.id", "wasmpay-bridge");
-    config
+    for (key, value) in args.client_settings()? {
+        config.set(key, value);
+    }
+    Ok(config)
 }
 
 /// Raised when a producer has lost its connection to every broker.
@@ -74,20 +77,20 @@ pub type WatchedProducer = FutureProducer<WatchedContext>;
 /// An idempotent producer: acks from all in-sync replicas, no duplicates or reordering
 /// from its own retries, bounded in-flight requests.
 pub fn producer(args: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<FutureProducer> {
-    producer_config(args, delivery_timeout)
+    producer_config(args, delivery_timeout)?
         .create()
         .context("cannot create the Kafka producer")
 }
 
 /// The same producer, reporting outages to `outage`.
 pub fn watched_producer(args: &KafkaArgs, delivery_timeout: Duration, outage: Arc<Outage>) -> anyhow::Result<WatchedProducer> {
-    producer_config(args, delivery_timeout)
+    producer_config(args, delivery_timeout)?
         .create_with_context(WatchedContext(outage))
         .context("cannot create the Kafka producer")
 }
 
-fn producer_config(args: &KafkaArgs, delivery_timeout: Duration) -> ClientConfig {
-    let mut config = base(args);
+fn producer_config(args: &KafkaArgs, delivery_timeout: Duration) -> anyhow::Result<ClientConfig> {
+    let mut config = base(args)?;
     config
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -95,27 +98,31 @@ fn producer_config(args: &KafkaArgs, delivery_timeout: Duration) -> ClientConfig
         .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "100000");
-    config
+    Ok(config)
 }
 
 /// A consumer of `topics` in `group` that commits only what it is told to.
 pub fn consumer(args: &KafkaArgs, group: &str, topics: &[String]) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = base(args)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .create()
-        .context("cannot create the Kafka consumer")?;
+    let consumer: StreamConsumer = consumer_config(args, group)?.create().context("cannot create the Kafka consumer")?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).context("cannot subscribe")?;
     Ok(consumer)
 }
 
+fn consumer_config(args: &KafkaArgs, group: &str) -> anyhow::Result<ClientConfig> {
+    let mut config = base(args)?;
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000");
+    Ok(config)
+}
+
 /// Creates the event topics and the dead-letter topic when missing.
 pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base(args).create().context("cannot create the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> = base(args)?.create().context("cannot create the Kafka admin client")?;
     let mut names: Vec<String> = AGGREGATES.iter().map(|a| topic(&args.topic_prefix, a)).collect();
     names.push(dead_letter_topic(&args.topic_prefix));
     let topics: Vec<NewTopic> = names
@@ -134,4 +141,29 @@ pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::OWNED_PROPERTIES;
+
+    #[derive(Parser)]
+    struct Kafka {
+        #[command(flatten)]
+        args: KafkaArgs,
+    }
+
+    /// KAFKA_PROPERTIES can never override what a client of the bridge sets itself.
+    #[test]
+    fn every_property_the_clients_set_is_refused_as_a_pass_through() {
+        let args = Kafka::parse_from(["bridge"]).args;
+        let producer = producer_config(&args, Duration::from_secs(1)).unwrap();
+        let consumer = consumer_config(&args, "group").unwrap();
+        for key in producer.config_map().keys().chain(consumer.config_map().keys()) {
+            assert!(OWNED_PROPERTIES.contains(&key.to_string().as_str()), "{key} can be overridden through KAFKA_PROPERTIES");
+        }
+    }
 }

@@ -104,6 +104,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    // Wrong Kafka settings stop the bridge before it does anything.
+    if let Command::Relay { kafka, .. } | Command::Notify { kafka, .. } | Command::Run { kafka, .. } = &command {
+        kafka.client_settings()?;
+    }
     let (database, kafka, relay, notify, ops) = match command {
         Command::Migrate { database } => {
             migrate(&database.database_url).await?;

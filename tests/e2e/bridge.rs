@@ -46,6 +46,8 @@ pub(crate) struct BridgeConfig {
     novu_url: String,
     /// Where verification links point (the web app's verify page, in the browser tests).
     pub verification_url_template: String,
+    /// More environment (e.g. Kafka security settings).
+    pub env: Vec<(String, String)>,
 }
 
 impl BridgeConfig {
@@ -56,6 +58,7 @@ impl BridgeConfig {
             prefix: format!("t{}", app.db.name),
             novu_url: novu.url(),
             verification_url_template: "https://app.example/verify-email?token={token}".into(),
+            env: Vec::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl BridgeConfig {
             .env("NOTIFY_REQUEST_TIMEOUT_MS", "1000")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
@@ -122,7 +126,12 @@ impl BridgeProcess {
         (!values.is_empty()).then(|| values.iter().sum())
     }
 
-    fn kill(&mut self) {
+    /// The exit status, once the process has exited.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -216,7 +225,7 @@ async fn write_deposit_events(app: &TestApp, count: usize, per_transaction: usiz
     ids
 }
 
-async fn unpublished(app: &TestApp) -> i64 {
+pub(crate) async fn unpublished(app: &TestApp) -> i64 {
     crate::money::count(app, "SELECT count(*) FROM outbox.events WHERE published_at IS NULL").await
 }
 

@@ -16,6 +16,7 @@ mod fuzz;
 mod health;
 mod host;
 mod identity;
+mod kafka_security;
 mod migrations;
 mod schemas;
 mod sessions;

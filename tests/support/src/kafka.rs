@@ -1,7 +1,8 @@
 //! A real Kafka-protocol broker for tests: tansu (`cargo install tansu --version 0.6.0
 //! --locked --features libsql,dynostore`), started on a free port, dying with the test
 //! process. In memory by default; on SQLite when a test must restart it without losing
-//! what it stored.
+//! what it stored. `Broker::start_with` also gives it SCRAM users (then every client must
+//! authenticate) or has it advertise another port (a TLS terminator's, see `tls`).
 
 use std::{
     net::TcpStream,
@@ -15,16 +16,29 @@ use anyhow::{Context, bail};
 
 use crate::{cluster, process::Supervised};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Storage {
+    #[default]
     Memory,
     /// `tansu.db` in the broker's directory: survives restarts.
     Sqlite,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub storage: Storage,
+    /// The port clients are told to connect to, when not the broker's own.
+    pub advertised_port: Option<u16>,
+    /// SCRAM users: (name, password, `scram256` or `scram512`). With any, the broker
+    /// requires SASL authentication (and keeps them on SQLite: tansu adds users only while
+    /// it does not require authentication, so it is started twice).
+    pub scram_users: Vec<(String, String, &'static str)>,
+}
+
 pub struct Broker {
     port: u16,
-    storage: Storage,
+    options: Options,
+    authentication: bool,
     dir: PathBuf,
     child: Option<Supervised>,
 }
@@ -41,29 +55,51 @@ fn tansu() -> anyhow::Result<PathBuf> {
 
 impl Broker {
     pub fn start(storage: Storage) -> anyhow::Result<Self> {
+        Self::start_with(Options { storage, ..Options::default() })
+    }
+
+    pub fn start_with(mut options: Options) -> anyhow::Result<Self> {
         let port = cluster::free_port()?;
         let dir = std::env::temp_dir().join(format!("wasmpay-tansu-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        if !options.scram_users.is_empty() {
+            options.storage = Storage::Sqlite;
+        }
         let mut broker = Self {
             port,
-            storage,
+            options,
+            authentication: false,
             dir,
             child: None,
         };
         broker.launch()?;
+        if !broker.options.scram_users.is_empty() {
+            for (name, password, mechanism) in &broker.options.scram_users {
+                let output = Command::new(tansu()?)
+                    .args(["user", "create", name, password, "--mechanism", mechanism])
+                    .args(["--broker", &format!("tcp://127.0.0.1:{}", broker.port)])
+                    .stdin(Stdio::null())
+                    .output()?;
+                anyhow::ensure!(output.status.success(), "tansu user create {name}: {}", String::from_utf8_lossy(&output.stderr));
+            }
+            broker.authentication = true;
+            broker.restart()?;
+        }
         Ok(broker)
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
         let address = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = match self.storage {
+        let advertised = format!("tcp://127.0.0.1:{}", self.options.advertised_port.unwrap_or(self.port));
+        let storage = match self.options.storage {
             Storage::Memory => "memory://tansu/".to_owned(),
             Storage::Sqlite => "sqlite://tansu.db".to_owned(),
         };
         let mut command = Command::new(tansu()?);
         command
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &address, "--advertised-listener-url", &address, "--storage-engine", &storage])
+            .args(["broker", "--listener-url", &address, "--advertised-listener-url", &advertised, "--storage-engine", &storage])
+            .args(self.authentication.then_some("--authentication"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("tansu.log"))?);
@@ -82,9 +118,15 @@ impl Broker {
         Ok(())
     }
 
-    /// `host:port` for `bootstrap.servers`.
+    /// `host:port` for `bootstrap.servers`: the advertised port (a TLS terminator's, when
+    /// there is one).
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.options.advertised_port.unwrap_or(self.port))
+    }
+
+    /// The broker's own (plaintext) port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn dir(&self) -> &Path {

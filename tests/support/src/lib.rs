@@ -9,3 +9,4 @@ pub mod postgres;
 pub mod process;
 pub mod registry;
 pub mod spin;
+pub mod tls;
