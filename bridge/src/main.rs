@@ -4,6 +4,8 @@
 //! - `relay`: publish the outbox to Kafka (one active relay per database).
 //! - `notify`: turn events from Kafka into Novu notifications.
 //! - `run`: migrate, then relay and notify in one process.
+//! - `healthcheck`: exit 0 when the bridge at `OPS_LISTEN` answers `/healthz` (the
+//!   container image's HEALTHCHECK: no curl needed).
 
 mod config;
 mod db;
@@ -59,6 +61,12 @@ enum Command {
         #[command(flatten)]
         ops: OpsArgs,
     },
+    /// Exit 0 when the bridge serving `OPS_LISTEN` is healthy, 1 otherwise.
+    Healthcheck {
+        /// Where the bridge serves /healthz (0.0.0.0 means this host).
+        #[arg(long, env = "OPS_LISTEN", default_value = "127.0.0.1:9464")]
+        ops_listen: std::net::SocketAddr,
+    },
     /// Migrate, then relay and notify.
     Run {
         #[command(flatten)]
@@ -91,7 +99,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = match &cli.command {
         Command::Relay { ops, .. } | Command::Notify { ops, .. } | Command::Run { ops, .. } => ops.log_format == "json",
-        Command::Migrate { .. } => false,
+        Command::Migrate { .. } | Command::Healthcheck { .. } => false,
     };
     init_logging(json_logs);
     match run(cli.command).await {
@@ -113,6 +121,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             migrate(&database.database_url).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Healthcheck { ops_listen } => return Ok(ops::healthcheck(ops_listen)),
         Command::Relay { database, kafka, relay, ops } => (Some(database), kafka, Some(relay), None, ops),
         Command::Notify { kafka, notify, ops } => (None, kafka, None, Some(notify), ops),
         Command::Run { database, kafka, relay, notify, ops } => {

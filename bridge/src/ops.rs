@@ -13,6 +13,36 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// `bridge healthcheck`: GET /healthz from the bridge at `listen` (an unspecified address
+/// means this host), with a 3 s limit. For container HEALTHCHECKs, which have no curl.
+pub fn healthcheck(listen: SocketAddr) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let mut target = listen;
+    if target.ip().is_unspecified() {
+        target.set_ip(if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let limit = std::time::Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&target, limit)?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })();
+    match answer {
+        Ok(response) if response.starts_with("HTTP/1.1 200") => std::process::ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("unhealthy: {}", response.lines().next().unwrap_or_default());
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {target}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "serving /healthz, /readyz and /metrics");

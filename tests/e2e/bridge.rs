@@ -480,3 +480,23 @@ async fn sigterm_drains_and_exits_zero() {
     };
     assert!(status.success(), "exit status {status}: {}", bridge.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_command_reports_whether_the_bridge_answers() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut bridge = BridgeConfig::new(&app, kafka::shared().brokers(), &novu).spawn("run");
+    let healthcheck = |port: u16| {
+        std::process::Command::new(paths::binary("bridge"))
+            .arg("healthcheck")
+            .env("OPS_LISTEN", format!("0.0.0.0:{port}"))
+            .output()
+            .unwrap()
+    };
+    let port = bridge.ops_port;
+    eventually(Duration::from_secs(20), "a healthy bridge", || async move { healthcheck(port).status.success() }).await;
+    bridge.kill();
+    let down = healthcheck(port);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).starts_with("unhealthy: 127.0.0.1:"), "{down:?}");
+}

@@ -12,6 +12,7 @@ mod browser;
 mod concurrency;
 mod contract;
 mod deploy;
+mod deploy_artifacts;
 mod fuzz;
 mod health;
 mod host;
