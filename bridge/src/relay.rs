@@ -7,17 +7,28 @@
 //! an idempotent producer (key = aggregate id, CloudEvents binary-mode headers), and marks
 //! only the rows the broker acknowledged. It never skips a row: at least once, in order per
 //! key. It wakes on LISTEN/NOTIFY and polls as a fallback.
+//!
+//! Several batches are in flight at once (`MAX_BATCHES_IN_FLIGHT`): while the broker
+//! acknowledges one, the next are read and queued. A read while batches are in flight
+//! continues after the last position queued; a row that committed late with a lower
+//! position is picked up by the next read from the lowest unpublished row, which happens
+//! whenever nothing is in flight and at least every `RESCAN_AFTER` (one second).
+//! Acknowledged rows are marked on a second connection, without holding up the reads;
+//! every mark has landed before a read starts again from the lowest unpublished row, so
+//! no acknowledged row is sent twice for want of its mark.
 
 use std::{
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+use futures::{FutureExt, StreamExt, stream::FuturesOrdered};
 use chrono::NaiveDateTime;
 use rdkafka::{
     message::{Header, OwnedHeaders},
-    producer::{FutureRecord, Producer},
+    producer::{DeliveryFuture, FutureRecord, Producer},
 };
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Notification};
@@ -48,6 +59,14 @@ const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// Dropping a producer purges what it had in flight: those rows are still unpublished and
 /// go out again. Duplicates are possible, losses are not.
 const FAILURES_BEFORE_NEW_PRODUCER: u32 = 3;
+/// Batches queued to the producer and not yet settled (acknowledged or failed).
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// How long the relay keeps reading past the last position queued before it lets the
+/// pipeline empty and reads from the lowest unpublished row again: under a backlog, how much
+/// longer than usual a late commit may wait.
+const RESCAN_AFTER: Duration = Duration::from_secs(1);
+/// Marks sent and not yet confirmed before the relay waits for the oldest.
+const MAX_MARKS_IN_FLIGHT: usize = 8;
 
 struct OutboxRow {
     position: i64,
@@ -82,7 +101,10 @@ pub async fn run(
             shutdown: &shutdown,
             outage: &outage,
         };
-        let outcome = lead(&leader, notifications, &mut producer, &settings).await;
+        let outcome = match db::connect(database_url).await {
+            Ok(marker) => lead(&leader, &marker, notifications, &mut producer, &settings).await,
+            Err(e) => Err(e.context("cannot open the connection that marks events published")),
+        };
         metrics.relay_leader.set(0);
         match outcome {
             Ok(()) => break,
@@ -120,7 +142,15 @@ async fn become_leader(
             loop {
                 let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]).await?;
                 if row.get::<_, bool>(0) {
-                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    // A mark lost in a Postgres crash only sends its events again (at least
+                    // once): the relay need not wait for each mark's WAL flush. And reads
+                    // walk the unpublished-rows index in order from the cursor: without
+                    // statistics (a fresh or just-filled outbox) the planner would rather
+                    // bitmap-scan and sort the whole backlog (90 ms instead of 0.7 ms for 500
+                    // of 50,000 rows).
+                    client
+                        .batch_execute(&format!("SET synchronous_commit = off; SET enable_bitmapscan = off; LISTEN {CHANNEL}"))
+                        .await?;
                     return anyhow::Ok((client, notifications));
                 }
                 if !standing_by {
@@ -159,6 +189,7 @@ struct Settings<'a> {
 /// Relays while this process leads. `Ok` on shutdown, `Err` when the leadership ends.
 async fn lead(
     client: &Client,
+    marker: &Client,
     mut notifications: mpsc::UnboundedReceiver<Notification>,
     producer: &mut WatchedProducer,
     settings: &Settings<'_>,
@@ -171,15 +202,38 @@ async fn lead(
         outage,
     } = *settings;
     kafka::ensure_topics(kafka_args).await?;
+    // As for the leader's own marks: a lost mark only sends its events again.
+    marker.batch_execute("SET synchronous_commit = off").await.context("cannot configure the marking connection")?;
     metrics.set_relay_ready(true);
     let prune_every = Duration::from_secs(args.prune_interval_secs);
     let mut last_prune: Option<Instant> = None;
     let mut last_backlog: Option<Instant> = None;
     let mut retry_delay = RETRY_MIN;
     let mut failures_in_a_row = 0;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // The last position queued while batches are in flight; `None`: read from the lowest
+    // unpublished row.
+    let mut cursor: Option<i64> = None;
+    let mut lowest_read_at = Instant::now();
+    let mut marks = FuturesOrdered::new();
     loop {
-        if shutdown.is_cancelled() {
-            return Ok(());
+        // Confirmed marks are counted; a failed one ends the leadership (its rows are
+        // still unpublished and go out again).
+        while let Some(Some(marked)) = marks.next().now_or_never() {
+            metrics.events_relayed.inc_by(marked?);
+        }
+        if in_flight.is_empty() {
+            while let Some(marked) = marks.next().await {
+                metrics.events_relayed.inc_by(marked?);
+            }
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            cursor = None;
+        } else if marks.len() >= MAX_MARKS_IN_FLIGHT {
+            if let Some(marked) = marks.next().await {
+                metrics.events_relayed.inc_by(marked?);
+            }
         }
         if client.is_closed() {
             bail!("the leadership connection closed");
@@ -192,75 +246,114 @@ async fn lead(
             prune(client, args.outbox_retention_hours).await?;
             last_prune = Some(Instant::now());
         }
-        let batch = fetch(client, args.relay_batch_size).await?;
-        if batch.is_empty() {
-            tokio::select! {
-                notification = notifications.recv() => {
-                    if notification.is_none() {
-                        bail!("the leadership connection closed");
-                    }
-                    // Several commits may have notified: one read serves them all.
-                    while notifications.try_recv().is_ok() {}
+        // Read and queue more while there is room, no failure to recover from, and no
+        // rescan due.
+        let may_read = in_flight.len() < MAX_BATCHES_IN_FLIGHT
+            && (cursor.is_none() || lowest_read_at.elapsed() < RESCAN_AFTER)
+            && !shutdown.is_cancelled();
+        if may_read {
+            let batch = fetch(client, args.relay_batch_size, cursor).await?;
+            if let Some(last) = batch.last() {
+                if in_flight.is_empty() {
+                    // Only an outage with events in flight matters.
+                    outage.take();
                 }
-                () = tokio::time::sleep(args.poll_interval()) => {}
-                () = shutdown.cancelled() => return Ok(()),
+                if cursor.is_none() {
+                    lowest_read_at = Instant::now();
+                }
+                cursor = Some(last.position);
+                let queued = queue(producer, &kafka_args.topic_prefix, batch);
+                let refused = queued.failure.is_some();
+                in_flight.push_back(queued);
+                if !refused {
+                    continue;
+                }
+            } else if in_flight.is_empty() {
+                tokio::select! {
+                    notification = notifications.recv() => {
+                        if notification.is_none() {
+                            bail!("the leadership connection closed");
+                        }
+                        // Several commits may have notified: one read serves them all.
+                        while notifications.try_recv().is_ok() {}
+                    }
+                    () = tokio::time::sleep(args.poll_interval()) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                continue;
             }
-            continue;
         }
-        // The batch in hand is finished even if shutdown is asked meanwhile.
-        let (acknowledged, failure) = publish(producer, outage, &kafka_args.topic_prefix, &batch).await;
+        // Settle the oldest batch in flight: mark what the broker acknowledged. A batch in
+        // hand is finished even if shutdown is asked meanwhile.
+        let Some(oldest) = in_flight.pop_front() else { continue };
+        let (acknowledged, failure) = settle(oldest, outage).await;
         if !acknowledged.is_empty() {
-            client
-                .execute(
-                    "UPDATE outbox.events SET published_at = now() AT TIME ZONE 'UTC' WHERE position = ANY($1)",
-                    &[&acknowledged],
-                )
-                .await
-                .context("cannot mark events published")?;
-            metrics.events_relayed.inc_by(acknowledged.len() as u64);
+            marks.push_back(mark(marker, acknowledged));
         }
-        match failure {
-            None => {
+        let Some(e) = failure else {
+            if in_flight.is_empty() {
                 retry_delay = RETRY_MIN;
                 failures_in_a_row = 0;
             }
-            Some(e) => {
-                metrics.relay_failures.inc();
-                failures_in_a_row += 1;
-                tracing::warn!(error = %e, unpublished = batch.len() - acknowledged.len(), "publishing failed; retrying");
-                let fatal = producer.client().fatal_error();
-                let brokers_lost = outage.take();
-                if fatal.is_some() || brokers_lost || failures_in_a_row >= FAILURES_BEFORE_NEW_PRODUCER {
-                    tracing::warn!(fatal = ?fatal, brokers_lost, "replacing the Kafka producer");
-                    let fresh = kafka::watched_producer(
-                        kafka_args,
-                        Duration::from_millis(args.relay_delivery_timeout_ms),
-                        outage.clone(),
-                    )?;
-                    let abandoned = std::mem::replace(producer, fresh);
-                    // Dropping purges its queue; it joins a thread, so off the async workers.
-                    tokio::task::spawn_blocking(move || drop(abandoned));
-                    failures_in_a_row = 0;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(retry_delay) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-                retry_delay = (retry_delay * 2).min(RETRY_MAX);
+            continue;
+        };
+        // A failure: settle (and mark) what else is in flight, then read again from the
+        // lowest unpublished row after a pause, with a new producer if this one is stuck.
+        while let Some(next) = in_flight.pop_front() {
+            let (acknowledged, _) = settle(next, outage).await;
+            if !acknowledged.is_empty() {
+                marks.push_back(mark(marker, acknowledged));
             }
         }
+        metrics.relay_failures.inc();
+        failures_in_a_row += 1;
+        tracing::warn!(error = %e, "publishing failed; retrying");
+        let fatal = producer.client().fatal_error();
+        let brokers_lost = outage.take();
+        if fatal.is_some() || brokers_lost || failures_in_a_row >= FAILURES_BEFORE_NEW_PRODUCER {
+            tracing::warn!(fatal = ?fatal, brokers_lost, "replacing the Kafka producer");
+            let fresh = kafka::watched_producer(
+                kafka_args,
+                Duration::from_millis(args.relay_delivery_timeout_ms),
+                outage.clone(),
+            )?;
+            let abandoned = std::mem::replace(producer, fresh);
+            // Dropping purges its queue; it joins a thread, so off the async workers.
+            tokio::task::spawn_blocking(move || drop(abandoned));
+            failures_in_a_row = 0;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry_delay) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        retry_delay = (retry_delay * 2).min(RETRY_MAX);
     }
 }
 
-async fn fetch(client: &Client, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+/// Marks the rows the broker acknowledged as published; resolves to how many.
+fn mark(marker: &Client, acknowledged: Vec<i64>) -> futures::future::BoxFuture<'_, anyhow::Result<u64>> {
+    Box::pin(async move {
+        marker
+            .execute(
+                "UPDATE outbox.events SET published_at = now() AT TIME ZONE 'UTC' WHERE position = ANY($1)",
+                &[&acknowledged],
+            )
+            .await
+            .context("cannot mark events published")?;
+        Ok(acknowledged.len() as u64)
+    })
+}
+
+/// Unpublished rows in outbox order, after `cursor` when given.
+async fn fetch(client: &Client, limit: i64, cursor: Option<i64>) -> anyhow::Result<Vec<OutboxRow>> {
     let rows = client
         .query(
             "SELECT position, id, aggregate_type, aggregate_id, event_type, payload::text, created_at
              FROM outbox.events
-             WHERE published_at IS NULL
+             WHERE published_at IS NULL AND position > $2
              ORDER BY position
              LIMIT $1",
-            &[&limit],
+            &[&limit, &cursor.unwrap_or(0)],
         )
         .await
         .context("cannot read the outbox")?;
@@ -278,14 +371,18 @@ async fn fetch(client: &Client, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
         .collect())
 }
 
-/// Sends every row, then waits for every acknowledgement — or for the loss of every broker
-/// connection; returns the acknowledged positions and the first failure.
-async fn publish(producer: &WatchedProducer, outage: &Outage, prefix: &str, batch: &[OutboxRow]) -> (Vec<i64>, Option<String>) {
-    // Only an outage with events in flight matters: nothing unacknowledged, nothing stale.
-    outage.take();
+/// A batch handed to the producer: the deliveries to await, and a refusal to queue (the
+/// rows after it were not queued).
+struct InFlight {
+    pending: Vec<(i64, DeliveryFuture)>,
+    failure: Option<String>,
+}
+
+/// Queues every row of `batch` (in order) without waiting.
+fn queue(producer: &WatchedProducer, prefix: &str, batch: Vec<OutboxRow>) -> InFlight {
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
-    for row in batch {
+    for row in &batch {
         let topic = kafka::topic(prefix, &row.aggregate_type);
         let id = row.id.to_string();
         let source = format!("/wasmpay/{}", row.aggregate_type);
@@ -310,6 +407,13 @@ async fn publish(producer: &WatchedProducer, outage: &Outage, prefix: &str, batc
             }
         }
     }
+    InFlight { pending, failure }
+}
+
+/// Waits for every acknowledgement of a batch in flight — or for the loss of every broker
+/// connection; returns the acknowledged positions and the first failure.
+async fn settle(batch: InFlight, outage: &Outage) -> (Vec<i64>, Option<String>) {
+    let InFlight { pending, mut failure } = batch;
     let mut acknowledged = Vec::with_capacity(pending.len());
     let deliveries = async {
         for (position, delivery) in pending {

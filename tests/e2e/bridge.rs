@@ -500,3 +500,53 @@ async fn the_healthcheck_command_reports_whether_the_bridge_answers() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).starts_with("unhealthy: 127.0.0.1:"), "{down:?}");
 }
+
+/// A transaction that commits after rows with higher positions were published (its
+/// position was taken first) still gets its event out, while the relay keeps several
+/// batches in flight past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_late_behind_published_ones_is_still_published_once() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    config.env = vec![("RELAY_BATCH_SIZE".into(), "50".into())];
+    let _relay = config.spawn("relay");
+
+    // The late transaction takes its position, then waits.
+    let mut late = app.sql().await;
+    let transaction = late.transaction().await.unwrap();
+    let late_id: String = transaction
+        .query_one(
+            "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+             VALUES (gen_random_uuid(), 'ledger', 'late', 'deposit.completed', '{\"late\": true}')
+             RETURNING id::text",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Meanwhile 1,000 events behind it are committed and published (several batches of 50
+    // in flight past the late position).
+    let mut ids = write_deposit_events(&app, 1_000, 100).await;
+    eventually(Duration::from_secs(60), "the later events published", || async {
+        crate::money::count(&app, "SELECT count(*) FROM outbox.events WHERE published_at IS NOT NULL").await == 1_000
+    })
+    .await;
+    transaction.commit().await.unwrap();
+    ids.push(late_id.clone());
+    eventually(Duration::from_secs(30), "the late event published", || async { unpublished(&app).await == 0 }).await;
+
+    let topics = vec![config.topic("ledger")];
+    let seen = tokio::task::spawn_blocking({
+        let brokers = config.brokers.clone();
+        let expected = ids.len();
+        move || read_topics(&brokers, &topics, expected, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(seen.contains_key(&late_id), "the late event never reached Kafka");
+    let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!(missing, 0, "{missing} events never reached Kafka");
+    let duplicates: usize = seen.values().map(|(n, _, _)| n - 1).sum();
+    assert_eq!(duplicates, 0, "no relay crashed, so nothing was sent twice");
+}

@@ -64,6 +64,9 @@ enum Bench {
         /// The relay's RELAY_BATCH_SIZE.
         #[arg(long, default_value_t = 500)]
         batch_size: u64,
+        /// Backlog drains measured, each against its own raw-producer run.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
     },
 }
 
@@ -93,7 +96,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 transfers::run(options).await
             }
-            Bench::Relay { rate, seconds, batch_size } => relay::run(rate, seconds, batch_size).await,
+            Bench::Relay { rate, seconds, batch_size, rounds } => relay::run(rate, seconds, batch_size, rounds).await,
         }
     })
 }
