@@ -314,7 +314,7 @@ pub fn parse_workflows(overrides: &str) -> anyhow::Result<BTreeMap<&'static str,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use clap::Parser;
 
     use super::*;
@@ -325,7 +325,8 @@ mod tests {
         args: KafkaArgs,
     }
 
-    fn kafka(flags: &[&str]) -> KafkaArgs {
+    /// Kafka settings as `bridge` parses these flags.
+    pub(crate) fn kafka(flags: &[&str]) -> KafkaArgs {
         Kafka::try_parse_from(std::iter::once("bridge").chain(flags.iter().copied())).unwrap().args
     }
 

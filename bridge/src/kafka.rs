@@ -145,21 +145,13 @@ pub async fn ensure_topics(args: &KafkaArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::config::OWNED_PROPERTIES;
-
-    #[derive(Parser)]
-    struct Kafka {
-        #[command(flatten)]
-        args: KafkaArgs,
-    }
+    use crate::config::{OWNED_PROPERTIES, tests::kafka};
 
     /// KAFKA_PROPERTIES can never override what a client of the bridge sets itself.
     #[test]
     fn every_property_the_clients_set_is_refused_as_a_pass_through() {
-        let args = Kafka::parse_from(["bridge"]).args;
+        let args = kafka(&[]);
         let producer = producer_config(&args, Duration::from_secs(1)).unwrap();
         let consumer = consumer_config(&args, "group").unwrap();
         for key in producer.config_map().keys().chain(consumer.config_map().keys()) {

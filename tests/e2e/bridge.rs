@@ -197,6 +197,21 @@ fn read_topics(brokers: &str, topics: &[String], expected: usize, limit: Duratio
     seen
 }
 
+/// Asserts every event of `ids` reached the ledger topic; returns how many extra copies did.
+async fn published_once_or_more(config: &BridgeConfig, ids: &[String]) -> usize {
+    let topics = vec![config.topic("ledger")];
+    let seen = tokio::task::spawn_blocking({
+        let brokers = config.brokers.clone();
+        let expected = ids.len();
+        move || read_topics(&brokers, &topics, expected, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} committed events never reached Kafka: {missing:?}", missing.len(), ids.len());
+    seen.values().map(|(n, _, _)| n - 1).sum()
+}
+
 /// Inserts `count` outbox events of a type the notifier turns into one notification each.
 async fn write_deposit_events(app: &TestApp, count: usize, per_transaction: usize) -> Vec<String> {
     let sql = app.sql().await;
@@ -320,17 +335,7 @@ async fn every_committed_event_reaches_kafka_across_relay_crashes() {
     let _survivor = config.spawn("relay");
     eventually(Duration::from_secs(60), "the outbox to drain", || async { unpublished(&app).await == 0 }).await;
 
-    let topics = vec![config.topic("ledger")];
-    let seen = tokio::task::spawn_blocking({
-        let brokers = config.brokers.clone();
-        let expected = ids.len();
-        move || read_topics(&brokers, &topics, expected, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} of {} committed events never reached Kafka", missing.len(), ids.len());
-    let duplicates: usize = seen.values().map(|(n, _, _)| n - 1).sum();
+    let duplicates = published_once_or_more(&config, &ids).await;
     println!("{} events, {duplicates} duplicates after {kills} relay kills", ids.len());
 
     eventually(Duration::from_secs(60), "every notification", || {
@@ -536,17 +541,6 @@ async fn an_event_committed_late_behind_published_ones_is_still_published_once()
     ids.push(late_id.clone());
     eventually(Duration::from_secs(30), "the late event published", || async { unpublished(&app).await == 0 }).await;
 
-    let topics = vec![config.topic("ledger")];
-    let seen = tokio::task::spawn_blocking({
-        let brokers = config.brokers.clone();
-        let expected = ids.len();
-        move || read_topics(&brokers, &topics, expected, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    assert!(seen.contains_key(&late_id), "the late event never reached Kafka");
-    let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
-    assert_eq!(missing, 0, "{missing} events never reached Kafka");
-    let duplicates: usize = seen.values().map(|(n, _, _)| n - 1).sum();
+    let duplicates = published_once_or_more(&config, &ids).await;
     assert_eq!(duplicates, 0, "no relay crashed, so nothing was sent twice");
 }

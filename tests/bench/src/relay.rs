@@ -73,6 +73,22 @@ async fn create_topic(brokers: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the outbox has no unpublished row, looking every `period`.
+async fn all_published(db: &tokio_postgres::Client, limit: Duration, period: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let published: bool = db
+            .query_one("SELECT NOT EXISTS (SELECT FROM outbox.events WHERE published_at IS NULL)", &[])
+            .await?
+            .get(0);
+        if published {
+            return Ok(());
+        }
+        ensure!(started.elapsed() < limit, "the relay did not publish everything within {limit:?}");
+        tokio::time::sleep(period).await;
+    }
+}
+
 /// The raw producer: every event queued at once, then every acknowledgement awaited.
 async fn raw_producer(brokers: &str, topic: &str, events: &[Event]) -> anyhow::Result<f64> {
     create_topic(brokers, topic).await?;
@@ -141,20 +157,9 @@ pub async fn run(rate: u64, seconds: u64, batch_size: u64, rounds: u32) -> anyho
         let raw_rate = raw_producer(&broker.brokers(), &format!("raw{round}.ledger"), &events).await?;
 
         let relay = start_relay(&database_url, &broker.brokers(), cluster::free_port()?, batch_size)?;
-        let drain_started = Instant::now();
         // Polled lightly: counting the unpublished rows every few milliseconds would take
         // CPU from the relay being measured.
-        loop {
-            let drained: bool = db
-                .query_one("SELECT NOT EXISTS (SELECT FROM outbox.events WHERE published_at IS NULL)", &[])
-                .await?
-                .get(0);
-            if drained {
-                break;
-            }
-            ensure!(drain_started.elapsed() < Duration::from_secs(600), "the relay did not drain the backlog in 10 minutes");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        all_published(&db, Duration::from_secs(600), Duration::from_millis(200)).await?;
         relay.stop(libc::SIGTERM, Duration::from_secs(20));
         // From the first acknowledged publication to the last, by the relay's own marks.
         let span: f64 = db
@@ -184,18 +189,7 @@ pub async fn run(rate: u64, seconds: u64, batch_size: u64, rounds: u32) -> anyho
     db.batch_execute("DELETE FROM outbox.events").await?;
     let relay = start_relay(&database_url, &broker.brokers(), cluster::free_port()?, batch_size)?;
     db.execute(SEED, &[&1i64]).await?;
-    let started = Instant::now();
-    loop {
-        let published: bool = db
-            .query_one("SELECT NOT EXISTS (SELECT FROM outbox.events WHERE published_at IS NULL)", &[])
-            .await?
-            .get(0);
-        if published {
-            break;
-        }
-        ensure!(started.elapsed() < Duration::from_secs(60), "the relay did not publish within a minute of starting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    all_published(&db, Duration::from_secs(60), Duration::from_millis(20)).await?;
     db.batch_execute("DELETE FROM outbox.events").await?;
     let writers = 4u64;
     let per_writer = rate / writers;
