@@ -4,6 +4,7 @@
 mod client;
 mod cpu;
 mod login;
+mod pgledger;
 mod platform;
 mod relay;
 mod transfers;

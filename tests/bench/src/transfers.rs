@@ -1,8 +1,9 @@
 //! Transfer throughput: authenticated `POST /transfers` at 32 concurrent clients over 10,000 funded wallets, under
 //! real Spin (`spin up`, what users run) and under the in-process wasmpay host, or under an external server given by
 //! URL, against the raw-SQL limit: the engine's own `ledger.transfer` driven by pgbench on the same database in the
-//! same run, uniformly and with one hot wallet in every transfer. Then a health route (one query on a pooled
-//! connection) under each runtime.
+//! same run, uniformly and with one hot wallet in every transfer — and against the yardstick, pgledger's
+//! `pgledger_create_transfer` driven the same way in its own database of the same cluster (see pgledger.rs). Then a
+//! health route (one query on a pooled connection) under each runtime.
 
 use std::{
     collections::BTreeMap,
@@ -26,6 +27,8 @@ use crate::{
 
 pub const WALLETS: usize = 10_000;
 pub const CLIENTS: usize = 32;
+/// The name of pgledger's rows in the summary.
+const PGLEDGER: &str = "pgledger";
 
 /// Deterministic ids, so the HTTP clients and pgbench name the same wallets.
 const SEED: &str = r#"
@@ -144,6 +147,9 @@ enum Workload {
 enum Runner<'a> {
     /// pgbench calling `ledger.transfer` itself, in the given form (transfers only).
     Pgbench(Sql),
+    /// pgbench calling `pgledger_create_transfer` in the pgledger database at this URL: the
+    /// yardstick (transfers only).
+    Pgledger(&'a str),
     /// The load generator of this process, over HTTP.
     Http(&'a Server),
 }
@@ -247,19 +253,21 @@ async fn http_run(
     })
 }
 
-fn pgbench_run(platform: &Platform, hot: bool, sql: Sql, duration: Duration) -> anyhow::Result<Measured> {
-    let dir = platform.scratch().join(format!("pgbench-{}-{sql:?}", if hot { "hot" } else { "uniform" }));
+/// pgbench running `script` against `database_url` (32 clients, prepared statements);
+/// `label` names its scratch directory.
+fn pgbench_run(platform: &Platform, label: &str, script: &str, database_url: &str, duration: Duration) -> anyhow::Result<Measured> {
+    let dir = platform.scratch().join(format!("pgbench-{label}"));
     std::fs::create_dir_all(&dir)?;
-    let script = dir.join("transfer.sql");
-    std::fs::write(&script, pgbench_script(hot, sql))?;
+    let file = dir.join("transfer.sql");
+    std::fs::write(&file, script)?;
     // The connection string as the database name: pgbench expands it (host, port, user, password).
     let output = Command::new(cluster::pg_bin_dir()?.join("pgbench"))
         .current_dir(&dir)
         .args(["-n", "-M", "prepared", "-c", &CLIENTS.to_string(), "-j", "2", "-T"])
         .arg(duration.as_secs().to_string())
         .args(["-l", "--log-prefix", "tx", "-f"])
-        .arg(&script)
-        .arg(&platform.database_url)
+        .arg(&file)
+        .arg(database_url)
         .output()
         .context("cannot run pgbench")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -321,7 +329,7 @@ impl Bench<'_> {
         let (own, children) = cpu::own();
         let client = match runner {
             // pgbench is a child of this process, counted once reaped.
-            Runner::Pgbench(_) => Some(children),
+            Runner::Pgbench(_) | Runner::Pgledger(_) => Some(children),
             // The host runs in this process; Spin in a process of its own.
             Runner::Http(server) if server.cpu_visible() => Some(own + server.process_cpu()),
             Runner::Http(_) => None,
@@ -347,8 +355,16 @@ impl Bench<'_> {
         let _ = self.admin.batch_execute("CHECKPOINT").await;
         let before = self.usage(runner).await?;
         let mut measured = match (runner, workload) {
-            (Runner::Pgbench(sql), Workload::Transfers { hot }) => pgbench_run(self.platform, hot, sql, self.duration)?,
-            (Runner::Pgbench(_), Workload::Health) => anyhow::bail!("pgbench has no health route"),
+            (Runner::Pgbench(sql), Workload::Transfers { hot }) => {
+                let label = format!("{}-{sql:?}", if hot { "hot" } else { "uniform" });
+                pgbench_run(self.platform, &label, &pgbench_script(hot, sql), &self.platform.database_url, self.duration)?
+            }
+            (Runner::Pgledger(url), Workload::Transfers { hot }) => {
+                let _ = postgres::connect(url).await?.batch_execute("VACUUM ANALYZE").await;
+                let label = format!("pgledger-{}", if hot { "hot" } else { "uniform" });
+                pgbench_run(self.platform, &label, &crate::pgledger::script(hot), url, self.duration)?
+            }
+            (Runner::Pgbench(_) | Runner::Pgledger(_), Workload::Health) => anyhow::bail!("pgbench has no health route"),
             (Runner::Http(server), _) => http_run(server, self.tokens.clone(), workload, self.warmup, self.duration)
                 .await
                 .map_err(|e| match server.output() {
@@ -357,9 +373,11 @@ impl Bench<'_> {
                 })?,
         };
         let after = self.usage(runner).await?;
-        let count = match workload {
-            Workload::Transfers { .. } => (after.transfers - before.transfers) as f64,
-            Workload::Health => measured.sent as f64,
+        let count = match (runner, workload) {
+            // pgledger's transfers are in its own database: pgbench's transactions count them.
+            (Runner::Pgledger(_), _) => measured.requests as f64,
+            (_, Workload::Transfers { .. }) => (after.transfers - before.transfers) as f64,
+            (_, Workload::Health) => measured.sent as f64,
         };
         let per = |b: Option<Duration>, a: Option<Duration>| Some((a? - b?).as_secs_f64() * 1_000.0 / count);
         measured.client_cpu_ms = per(before.client, after.client);
@@ -404,7 +422,7 @@ async fn postgres_profile(bench: &Bench<'_>) -> anyhow::Result<()> {
         .batch_execute("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset(); SELECT pg_stat_reset_shared('wal');")
         .await?;
     let before = transfer_count(admin).await?;
-    let measured = pgbench_run(bench.platform, false, Sql::Bare, bench.duration)?;
+    let measured = pgbench_run(bench.platform, "profile", &pgbench_script(false, Sql::Bare), &bench.platform.database_url, bench.duration)?;
     report("pgbench, Bare, tracking on", &measured);
     // Backends flush their statistics when they exit; pgbench's have.
     admin.batch_execute("SELECT pg_stat_force_next_flush()").await.ok();
@@ -537,7 +555,7 @@ fn report(label: &str, m: &Measured) {
 /// One row of the summary.
 struct Row {
     case: &'static str,
-    /// The runtime, or `None` for pgbench.
+    /// The runtime, `pgledger` for the yardstick, or `None` for pgbench on `ledger.transfer`.
     server: Option<String>,
     measured: Measured,
 }
@@ -582,6 +600,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     let admin = postgres::connect(&platform.database_url).await?;
     seed(&admin).await?;
+    // The yardstick every figure is also a ratio to, measured in this same run.
+    let pgledger = match crate::pgledger::anchor() {
+        Some(dir) if platform.cluster.is_some() => {
+            println!("pgledger (the yardstick): {} loaded into database pgledger", dir.display());
+            Some(crate::pgledger::load(&platform, &dir).await?)
+        }
+        Some(_) => {
+            println!("*** pgledger is loaded only into a cluster this run starts: no pgledger figures with --database-url ***");
+            None
+        }
+        None => {
+            println!("*** pgledger not found (../shared/anchors/pgledger, or $PGLEDGER_DIR): the pgledger runs are SKIPPED ***");
+            None
+        }
+    };
     let statements = admin
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
         .await
@@ -649,6 +682,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let case = if hot { "hot wallet" } else { "uniform" };
         let workload = Workload::Transfers { hot };
         println!("\n## POST /transfers, {case}");
+        let yardstick = match &pgledger {
+            Some(url) => {
+                let measured = bench.run(Runner::Pgledger(url), workload).await?;
+                report(&format!("pgbench pgledger_create_transfer, {case}"), &measured);
+                Some(measured)
+            }
+            None => None,
+        };
         let raw = bench.run(Runner::Pgbench(Sql::Bare), workload).await?;
         report(&format!("pgbench ledger.transfer, {case}"), &raw);
         let mut http = Vec::new();
@@ -670,7 +711,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         for (server, measured) in servers.iter().zip(&http) {
             println!("ratio to pgbench ({case}), {}: {:.2}x", server.name, measured.per_sec / raw.per_sec);
         }
+        if let Some(pgledger) = &yardstick {
+            println!("ratio to pgledger ({case}), pgbench ledger.transfer: {:.2}x", raw.per_sec / pgledger.per_sec);
+            for (server, measured) in servers.iter().zip(&http) {
+                println!("ratio to pgledger ({case}), {}: {:.2}x", server.name, measured.per_sec / pgledger.per_sec);
+            }
+        }
         print_spin_to_host(&servers, &http);
+        if let Some(measured) = yardstick {
+            rows.push(Row { case, server: Some(PGLEDGER.to_owned()), measured });
+        }
         rows.push(Row { case, server: None, measured: raw });
         rows.extend(servers.iter().zip(http).map(|(server, measured)| Row::http(case, server, measured)));
     }
@@ -736,6 +786,19 @@ fn summary(rows: &[Row], spin_missing: bool) {
         rows.iter().find(|r| r.case == case && r.server.as_deref() == server).map(|r| &r.measured)
     };
     println!("\n## Summary");
+    if let (Some(uniform), Some(hot)) = (find("uniform", Some(PGLEDGER)), find("hot wallet", Some(PGLEDGER))) {
+        let ratio = |case, server| find(case, server).map_or(f64::NAN, |m| m.per_sec) / find(case, Some(PGLEDGER)).unwrap().per_sec;
+        println!(
+            "Against pgledger in this run ({:.0}/s uniform, {:.0}/s hot): pgbench ledger.transfer {:.2}x uniform, {:.2}x hot; \
+             POST /transfers under Spin {:.2}x uniform, {:.2}x hot",
+            uniform.per_sec,
+            hot.per_sec,
+            ratio("uniform", None),
+            ratio("hot wallet", None),
+            ratio("uniform", Some("Spin")),
+            ratio("hot wallet", Some("Spin"))
+        );
+    }
     match (find("uniform", Some("Spin")), find("hot wallet", Some("Spin")), find("health", Some("Spin"))) {
         (Some(uniform), Some(hot), Some(health)) => {
             let raw = |case| find(case, None).map_or(f64::NAN, |m| m.per_sec);
@@ -754,18 +817,24 @@ fn summary(rows: &[Row], spin_missing: bool) {
         _ => {}
     }
     println!(
-        "\n| case | measured | req/s | p50 / p99 | ratio to pgbench | Spin / host | CPU per request: client side / Postgres |\n\
-         | --- | --- | --- | --- | --- | --- | --- |"
+        "\n| case | measured | req/s | p50 / p99 | ratio to pgledger | ratio to pgbench | Spin / host | CPU per request: client side / Postgres |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for row in rows {
         let m = &row.measured;
         let what = match (&row.server, row.case) {
             (None, _) => "pgbench `ledger.transfer`".to_owned(),
+            (Some(server), _) if server == PGLEDGER => "pgbench `pgledger_create_transfer`".to_owned(),
             (Some(server), "health") => format!("{server} `GET /transfers/health`"),
             (Some(server), _) => format!("{server} `POST /transfers`"),
         };
         let to_raw = match (&row.server, find(row.case, None)) {
-            (Some(_), Some(raw)) => format!("{:.2}×", m.per_sec / raw.per_sec),
+            (Some(server), Some(raw)) if server != PGLEDGER => format!("{:.2}×", m.per_sec / raw.per_sec),
+            _ => "".to_owned(),
+        };
+        let to_pgledger = match (&row.server, find(row.case, Some(PGLEDGER))) {
+            (Some(server), _) if server == PGLEDGER => "".to_owned(),
+            (_, Some(yardstick)) => format!("{:.2}×", m.per_sec / yardstick.per_sec),
             _ => "".to_owned(),
         };
         let to_host = match (row.server.as_deref(), find(row.case, Some("wasmpay-host"))) {
@@ -774,7 +843,7 @@ fn summary(rows: &[Row], spin_missing: bool) {
         };
         let cpu = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.2}"));
         println!(
-            "| {} | {what} | {:.0}/s | {:.1} / {:.1} ms | {to_raw} | {to_host} | {} / {} ms |",
+            "| {} | {what} | {:.0}/s | {:.1} / {:.1} ms | {to_pgledger} | {to_raw} | {to_host} | {} / {} ms |",
             row.case,
             m.per_sec,
             m.p50_ms,
