@@ -29,7 +29,7 @@ use crate::{
 const SUITE_LIMIT: Duration = Duration::from_secs(300);
 
 fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    let path = paths::chromium();
     if path.is_file() {
         return Some(path);
     }

@@ -133,6 +133,15 @@ fn npm_ci(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
+    // The browser tests pass saying SKIPPED without Chromium; cargo test shows that only on
+    // failure, so say it here.
+    let chromium = wasmpay_test_support::paths::chromium();
+    if !chromium.is_file() && std::env::var_os("WASMPAY_REQUIRE_BROWSER").is_none() {
+        eprintln!(
+            "\x1b[1mChromium not found ({}; install Debian's chromium or set CHROMIUM): the browser tests will be SKIPPED\x1b[0m",
+            chromium.display()
+        );
+    }
     step("running the test suite (end-to-end tests under wasmpay-host)");
     run(cargo().arg("test").args(args).env("WASMPAY_E2E_RUNTIME", "host"))?;
     let Some(spin) = wasmpay_test_support::spin::binary() else {

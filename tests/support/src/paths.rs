@@ -54,3 +54,9 @@ pub fn component(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The Chromium the browser tests drive: `$CHROMIUM`, else Debian's `/usr/bin/chromium`
+/// (which may be missing: the caller checks).
+pub fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
