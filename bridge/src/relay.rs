@@ -101,10 +101,11 @@ pub async fn run(
             shutdown: &shutdown,
             outage: &outage,
         };
-        let outcome = match db::connect(database_url).await {
-            Ok(marker) => lead(&leader, &marker, notifications, &mut producer, &settings).await,
-            Err(e) => Err(e.context("cannot open the connection that marks events published")),
-        };
+        let outcome = async {
+            let marker = marking_connection(database_url).await?;
+            lead(&leader, &marker, notifications, &mut producer, &settings).await
+        }
+        .await;
         metrics.relay_leader.set(0);
         match outcome {
             Ok(()) => break,
@@ -142,15 +143,11 @@ async fn become_leader(
             loop {
                 let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY]).await?;
                 if row.get::<_, bool>(0) {
-                    // A mark lost in a Postgres crash only sends its events again (at least
-                    // once): the relay need not wait for each mark's WAL flush. And reads
-                    // walk the unpublished-rows index in order from the cursor: without
-                    // statistics (a fresh or just-filled outbox) the planner would rather
-                    // bitmap-scan and sort the whole backlog (90 ms instead of 0.7 ms for 500
-                    // of 50,000 rows).
-                    client
-                        .batch_execute(&format!("SET synchronous_commit = off; SET enable_bitmapscan = off; LISTEN {CHANNEL}"))
-                        .await?;
+                    // Reads walk the unpublished-rows index in order from the cursor:
+                    // without statistics (a fresh or just-filled outbox) the planner would
+                    // rather bitmap-scan and sort the whole backlog (90 ms instead of 0.7 ms
+                    // for 500 of 50,000 rows).
+                    client.batch_execute(&format!("SET enable_bitmapscan = off; LISTEN {CHANNEL}")).await?;
                     return anyhow::Ok((client, notifications));
                 }
                 if !standing_by {
@@ -175,6 +172,17 @@ async fn become_leader(
             () = shutdown.cancelled() => return None,
         }
     }
+}
+
+/// The second connection of a leader, on which it marks events published. It does not wait
+/// for each mark's WAL flush: a mark lost in a Postgres crash only sends its events again
+/// (at least once).
+async fn marking_connection(database_url: &str) -> anyhow::Result<Client> {
+    let marker = db::connect(database_url)
+        .await
+        .context("cannot open the connection that marks events published")?;
+    marker.batch_execute("SET synchronous_commit = off").await.context("cannot configure the marking connection")?;
+    Ok(marker)
 }
 
 /// What a leading relay works with.
@@ -202,8 +210,6 @@ async fn lead(
         outage,
     } = *settings;
     kafka::ensure_topics(kafka_args).await?;
-    // As for the leader's own marks: a lost mark only sends its events again.
-    marker.batch_execute("SET synchronous_commit = off").await.context("cannot configure the marking connection")?;
     metrics.set_relay_ready(true);
     let prune_every = Duration::from_secs(args.prune_interval_secs);
     let mut last_prune: Option<Instant> = None;
@@ -217,14 +223,14 @@ async fn lead(
     let mut lowest_read_at = Instant::now();
     let mut marks = FuturesOrdered::new();
     loop {
-        // Confirmed marks are counted; a failed one ends the leadership (its rows are
-        // still unpublished and go out again).
+        // A failed mark ends the leadership (its rows are still unpublished and go out
+        // again).
         while let Some(Some(marked)) = marks.next().now_or_never() {
-            metrics.events_relayed.inc_by(marked?);
+            marked?;
         }
         if in_flight.is_empty() {
             while let Some(marked) = marks.next().await {
-                metrics.events_relayed.inc_by(marked?);
+                marked?;
             }
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -232,7 +238,7 @@ async fn lead(
             cursor = None;
         } else if marks.len() >= MAX_MARKS_IN_FLIGHT {
             if let Some(marked) = marks.next().await {
-                metrics.events_relayed.inc_by(marked?);
+                marked?;
             }
         }
         if client.is_closed() {
@@ -262,7 +268,7 @@ async fn lead(
                     lowest_read_at = Instant::now();
                 }
                 cursor = Some(last.position);
-                let queued = queue(producer, &kafka_args.topic_prefix, batch);
+                let queued = queue(producer, &kafka_args.topic_prefix, &batch);
                 let refused = queued.failure.is_some();
                 in_flight.push_back(queued);
                 if !refused {
@@ -288,7 +294,7 @@ async fn lead(
         let Some(oldest) = in_flight.pop_front() else { continue };
         let (acknowledged, failure) = settle(oldest, outage).await;
         if !acknowledged.is_empty() {
-            marks.push_back(mark(marker, acknowledged));
+            marks.push_back(mark(marker, metrics, acknowledged));
         }
         let Some(e) = failure else {
             if in_flight.is_empty() {
@@ -302,7 +308,7 @@ async fn lead(
         while let Some(next) = in_flight.pop_front() {
             let (acknowledged, _) = settle(next, outage).await;
             if !acknowledged.is_empty() {
-                marks.push_back(mark(marker, acknowledged));
+                marks.push_back(mark(marker, metrics, acknowledged));
             }
         }
         metrics.relay_failures.inc();
@@ -330,8 +336,8 @@ async fn lead(
     }
 }
 
-/// Marks the rows the broker acknowledged as published; resolves to how many.
-fn mark(marker: &Client, acknowledged: Vec<i64>) -> futures::future::BoxFuture<'_, anyhow::Result<u64>> {
+/// Marks the rows the broker acknowledged as published, and counts them relayed.
+fn mark<'a>(marker: &'a Client, metrics: &'a Metrics, acknowledged: Vec<i64>) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
         marker
             .execute(
@@ -340,7 +346,8 @@ fn mark(marker: &Client, acknowledged: Vec<i64>) -> futures::future::BoxFuture<'
             )
             .await
             .context("cannot mark events published")?;
-        Ok(acknowledged.len() as u64)
+        metrics.events_relayed.inc_by(acknowledged.len() as u64);
+        Ok(())
     })
 }
 
@@ -379,10 +386,10 @@ struct InFlight {
 }
 
 /// Queues every row of `batch` (in order) without waiting.
-fn queue(producer: &WatchedProducer, prefix: &str, batch: Vec<OutboxRow>) -> InFlight {
+fn queue(producer: &WatchedProducer, prefix: &str, batch: &[OutboxRow]) -> InFlight {
     let mut pending = Vec::with_capacity(batch.len());
     let mut failure = None;
-    for row in &batch {
+    for row in batch {
         let topic = kafka::topic(prefix, &row.aggregate_type);
         let id = row.id.to_string();
         let source = format!("/wasmpay/{}", row.aggregate_type);

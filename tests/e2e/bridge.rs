@@ -126,11 +126,6 @@ impl BridgeProcess {
         (!values.is_empty()).then(|| values.iter().sum())
     }
 
-    /// The exit status, once the process has exited.
-    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -55,6 +55,11 @@ fn objects() -> Vec<(PathBuf, Value)> {
         .collect()
 }
 
+/// The first object of `kind` in the manifests.
+fn object(kind: &str) -> Value {
+    objects().into_iter().map(|(_, o)| o).find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+}
+
 /// Validators by `apiVersion kind`, refs into the vendored Kubernetes definitions resolved
 /// offline.
 struct Schemas {
@@ -128,7 +133,7 @@ fn every_kubernetes_manifest_validates_against_its_schema() {
 #[test]
 fn the_schemas_refuse_what_kubernetes_would_refuse_or_drop() {
     let schemas = Schemas::load();
-    let (_, spinapp) = objects().into_iter().find(|(_, o)| o["kind"] == "SpinApp").unwrap();
+    let spinapp = object("SpinApp");
     let mut typo = spinapp.clone();
     typo["spec"]["replicaz"] = json!(2);
     assert!(!schemas.problems(&typo).is_empty(), "an unknown SpinApp field passed");
@@ -139,7 +144,7 @@ fn the_schemas_refuse_what_kubernetes_would_refuse_or_drop() {
     unnamed["spec"]["variables"][0] = json!({ "value": "x" });
     assert!(!schemas.problems(&unnamed).is_empty(), "a variable without a name passed");
 
-    let (_, deployment) = objects().into_iter().find(|(_, o)| o["kind"] == "Deployment").unwrap();
+    let deployment = object("Deployment");
     let mut wrong = deployment.clone();
     wrong["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!(3);
     assert!(!schemas.problems(&wrong).is_empty(), "a number where Kubernetes wants a string passed");
@@ -152,11 +157,12 @@ fn the_schemas_refuse_what_kubernetes_would_refuse_or_drop() {
 fn the_kustomizations_name_files_and_objects_that_exist() {
     let kustomizations = files(&deploy().join("kubernetes"), "kustomization.yaml");
     assert_eq!(kustomizations.len(), 2, "a base and the local overlay");
-    let names: BTreeSet<(String, String)> = objects()
+    let objects = objects();
+    let names: BTreeSet<(String, String)> = objects
         .iter()
         .map(|(_, o)| (o["kind"].as_str().unwrap().to_owned(), o["metadata"]["name"].as_str().unwrap().to_owned()))
         .collect();
-    let images: BTreeSet<String> = objects()
+    let images: BTreeSet<String> = objects
         .iter()
         .flat_map(|(_, o)| {
             o["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default().into_iter().map(|c| c["image"].clone())
@@ -217,7 +223,7 @@ fn the_manifests_give_the_application_the_variables_spin_toml_declares() {
     let required: BTreeSet<&String> = declared.iter().filter(|(_, required)| **required).map(|(name, _)| name).collect();
 
     // SpinKube.
-    let (_, spinapp) = objects().into_iter().find(|(_, o)| o["kind"] == "SpinApp").unwrap();
+    let spinapp = object("SpinApp");
     let variables = spinapp["spec"]["variables"].as_array().unwrap();
     let named: BTreeSet<String> = variables.iter().map(|v| v["name"].as_str().unwrap().to_owned()).collect();
     for name in &named {
