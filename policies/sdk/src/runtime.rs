@@ -1,0 +1,80 @@
+//! What the standard library would provide on a WASI target, without importing anything:
+//! an allocator over the instance's own linear memory, the canonical ABI's `cabi_realloc`
+//! and a panic handler that traps.
+//!
+//! A plugin instance lives for one request, so the allocator only bumps: freed memory
+//! comes back when the instance is dropped.
+
+use core::{
+    alloc::{GlobalAlloc, Layout},
+    arch::wasm32,
+    cell::UnsafeCell,
+};
+
+const PAGE_BYTES: usize = 65_536;
+
+struct BumpAllocator {
+    /// Next free byte and end of the memory this allocator grew, as addresses.
+    span: UnsafeCell<(usize, usize)>,
+}
+
+// A plugin instance is single-threaded.
+unsafe impl Sync for BumpAllocator {}
+
+unsafe impl GlobalAlloc for BumpAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: single-threaded; no reference to `span` outlives this call.
+        let (next, end) = unsafe { &mut *self.span.get() };
+        let start = next.next_multiple_of(layout.align());
+        let Some(stop) = start.checked_add(layout.size()) else {
+            return core::ptr::null_mut();
+        };
+        if stop > *end || *end == 0 {
+            let pages = layout.size().div_ceil(PAGE_BYTES) + 1;
+            let previous_pages = wasm32::memory_grow(0, pages);
+            if previous_pages == usize::MAX {
+                return core::ptr::null_mut();
+            }
+            // Memory grown by someone else in between is skipped, never reused.
+            if previous_pages * PAGE_BYTES != *end {
+                *next = previous_pages * PAGE_BYTES;
+            }
+            *end = (previous_pages + pages) * PAGE_BYTES;
+            // SAFETY: the span now has room for the layout.
+            return unsafe { self.alloc(layout) };
+        }
+        *next = stop;
+        start as *mut u8
+    }
+
+    unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+}
+
+#[global_allocator]
+static ALLOCATOR: BumpAllocator = BumpAllocator {
+    span: UnsafeCell::new((0, 0)),
+};
+
+/// The canonical ABI asks the component for memory to lower strings and lists into.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+    // SAFETY: the canonical ABI passes a valid alignment and, when `old` is not null, the
+    // block it got from an earlier call.
+    unsafe {
+        let new = alloc::alloc::alloc(Layout::from_size_align_unchecked(new_len, align));
+        if !old.is_null() && !new.is_null() {
+            core::ptr::copy_nonoverlapping(old, new, old_len.min(new_len));
+        }
+        new
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    wasm32::unreachable()
+}
+
+// `memcmp` and friends, which `core` calls and the wasm32-wasip2 target expects from its C
+// library. wasi-libc's string functions import nothing; the linker keeps only those used.
+#[link(name = "c")]
+unsafe extern "C" {}
