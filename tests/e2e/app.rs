@@ -67,10 +67,12 @@ impl Server {
         match Runtime::current() {
             Runtime::Host => Ok(Server::Host(wasmpay_host::start(config).await?)),
             Runtime::Spin => {
+                wasmpay_host::check_dependencies(&config)?;
                 let up = SpinUp {
                     manifest: config.manifest,
                     variables: config.variables,
                     component_sources: config.component_sources,
+                    dependency_sources: config.dependency_sources,
                     runtime_config: Some(runtime_config_file()),
                     from_registry: None,
                 };
@@ -134,6 +136,7 @@ impl TestApp {
         for component in COMPONENTS {
             config = config.component_source(component, paths::component(component));
         }
+        config.dependency_sources = paths::policy_slot_sources();
         config.providers = wasmpay_host::runtime_config::load_providers(&runtime_config_file())
             .expect("runtime-config.toml is valid");
         config

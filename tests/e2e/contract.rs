@@ -1,5 +1,8 @@
 //! The platform contract (`wit/world.wit`, world `component`): a built component may import
-//! only what the world imports and must export `wasi:http/incoming-handler`. Interfaces
+//! only what the world imports and must export `wasi:http/incoming-handler`; the transfers
+//! component may also import its policy slots (`wit/policy/policy.wit`, world `engine`).
+//! A policy plugin may import only what the world `plugin-runtime` imports (the Rust ones
+//! import nothing) and must export `wasmpay:policy/policy`. Interfaces
 //! match as Spin's and wasmtime's linkers match them: same package and interface, a
 //! semver-compatible version (same major, and same minor while the major is 0), and every
 //! function the component imports present in the contract's version of the interface.
@@ -65,44 +68,73 @@ fn world_interfaces(resolve: &Resolve, world: WorldId) -> (Vec<Item>, Vec<Item>)
 }
 
 struct Contract {
+    /// What the contract is called in messages: "the platform world".
+    name: &'static str,
     imports: Vec<Interface>,
     exports: Vec<Interface>,
 }
 
-fn contract() -> Contract {
+/// The contract of the worlds `worlds` of the WIT package in `wit/<dir>`: what any of them
+/// imports may be imported, what they export must be exported.
+fn contract(name: &'static str, dir: &str, worlds: &[&str]) -> Contract {
     let mut resolve = Resolve::default();
     let (package, _) = resolve
-        .push_dir(paths::repo_root().join("wit"))
-        .expect("wit/ parses");
-    let world = resolve.select_world(&[package], Some("component")).expect("world `component`");
-    let (imports, exports) = world_interfaces(&resolve, world);
-    let only_interfaces = |items: Vec<Item>| {
-        items
-            .into_iter()
-            .map(|item| item.unwrap_or_else(|name| panic!("the contract names an interface, not {name}")))
-            .collect()
+        .push_dir(paths::repo_root().join("wit").join(dir))
+        .unwrap_or_else(|e| panic!("wit/{dir} parses: {e:#}"));
+    let mut contract = Contract {
+        name,
+        imports: Vec::new(),
+        exports: Vec::new(),
     };
-    Contract {
-        imports: only_interfaces(imports),
-        exports: only_interfaces(exports),
+    for world in worlds {
+        let world = resolve.select_world(&[package], Some(world)).expect("the world exists");
+        let (imports, exports) = world_interfaces(&resolve, world);
+        let only_interfaces = |items: Vec<Item>| {
+            items
+                .into_iter()
+                .map(|item| item.unwrap_or_else(|name| panic!("the contract names an interface, not {name}")))
+                .collect::<Vec<_>>()
+        };
+        contract.imports.extend(only_interfaces(imports));
+        contract.exports.extend(only_interfaces(exports));
     }
+    contract
+}
+
+/// A wasi-http component of the platform (`wit/world.wit`, world `component`).
+fn platform() -> Contract {
+    contract("the platform world", "", &["component"])
+}
+
+/// The transfers component: a platform component that also imports the policy slots
+/// (`wit/policy/policy.wit`, world `engine`).
+fn engine() -> Contract {
+    let mut engine = platform();
+    engine.imports.extend(contract("", "policy", &["engine"]).imports);
+    engine.name = "the platform and engine worlds";
+    engine
+}
+
+/// A policy plugin (`wit/policy/policy.wit`, world `plugin-runtime`).
+fn plugin() -> Contract {
+    contract("the plugin world", "policy", &["plugin-runtime"])
 }
 
 /// Every way a component breaks the contract; empty when it fits.
-fn violations(wasm: &[u8]) -> Vec<String> {
-    let contract = contract();
+fn violations(contract: &Contract, wasm: &[u8]) -> Vec<String> {
     let (resolve, world) = match wit_component::decode(wasm) {
         Ok(wit_component::DecodedWasm::Component(resolve, world)) => (resolve, world),
         Ok(_) => return vec!["not a component (a WIT package)".into()],
         Err(e) => return vec![format!("not a component: {e:#}")],
     };
     let (imports, exports) = world_interfaces(&resolve, world);
+    let name = contract.name;
     let mut problems = Vec::new();
     for import in imports {
         let import = match import {
             Ok(import) => import,
-            Err(name) => {
-                problems.push(format!("imports {name}, which is not an interface of the platform world"));
+            Err(item) => {
+                problems.push(format!("imports {item}, which is not an interface of {name}"));
                 continue;
             }
         };
@@ -111,10 +143,10 @@ fn violations(wasm: &[u8]) -> Vec<String> {
             None => import.path.clone(),
         };
         match contract.imports.iter().find(|provided| import.compatible_with(provided)) {
-            None => problems.push(format!("imports {shown}, which the platform world does not provide")),
+            None => problems.push(format!("imports {shown}, which {name} does not provide")),
             Some(provided) => {
                 for function in import.functions.difference(&provided.functions) {
-                    problems.push(format!("imports {shown} function {function}, which the platform world lacks"));
+                    problems.push(format!("imports {shown} function {function}, which {name} lacks"));
                 }
             }
         }
@@ -128,14 +160,15 @@ fn violations(wasm: &[u8]) -> Vec<String> {
     problems
 }
 
-fn check_file(path: &Path) -> Vec<String> {
-    violations(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+fn check_file(contract: &Contract, path: &Path) -> Vec<String> {
+    violations(contract, &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 #[test]
 fn every_built_component_meets_the_platform_contract() {
     for component in COMPONENTS {
-        let problems = check_file(&paths::component(component));
+        let contract = if component == "transfers" { engine() } else { platform() };
+        let problems = check_file(&contract, &paths::component(component));
         assert!(problems.is_empty(), "{component}.wasm breaks the contract:\n{}", problems.join("\n"));
     }
 }
@@ -150,7 +183,7 @@ fn a_component_importing_outside_the_world_is_rejected() {
         )"#,
     )
     .unwrap();
-    let problems = violations(&outside);
+    let problems = violations(&platform(), &outside);
     for expected in [
         "imports wasi:http/outgoing-handler@0.2.6, which the platform world does not provide",
         "imports wasi:random/random@0.3.0, which the platform world does not provide",
@@ -159,6 +192,60 @@ fn a_component_importing_outside_the_world_is_rejected() {
     ] {
         assert!(problems.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {problems:#?}");
     }
+}
+
+#[test]
+fn every_shipped_policy_plugin_meets_the_plugin_contract_and_the_rust_ones_import_nothing() {
+    for package in paths::RUST_POLICIES {
+        let wasm = std::fs::read(paths::policy(package)).unwrap();
+        let problems = violations(&plugin(), &wasm);
+        assert!(problems.is_empty(), "{package} breaks the plugin contract:\n{}", problems.join("\n"));
+        let Ok(wit_component::DecodedWasm::Component(resolve, world)) = wit_component::decode(&wasm) else {
+            panic!("{package} is not a component");
+        };
+        assert!(resolve.worlds[world].imports.is_empty(), "{package} imports {:?}", resolve.worlds[world].imports.keys());
+    }
+    let problems = check_file(&plugin(), &paths::js_policy());
+    assert!(problems.is_empty(), "the JavaScript plugin breaks the plugin contract:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn a_plugin_importing_a_capability_is_rejected() {
+    let problems = check_file(&plugin(), &paths::policy("policy-nosy"));
+    assert!(
+        problems.iter().any(|p| p == "imports fermyon:spin/variables@2.0.0, which the plugin world does not provide"),
+        "{problems:#?}"
+    );
+    let outside = wat::parse_str(
+        r#"(component
+            (import "wasi:filesystem/preopens@0.2.6" (instance))
+            (import "wasi:sockets/tcp@0.2.6" (instance))
+            (import "spin:postgres/postgres@4.0.0" (instance))
+            (import "wasi:cli/environment@0.2.6" (instance))
+        )"#,
+    )
+    .unwrap();
+    let problems = violations(&plugin(), &outside);
+    for expected in [
+        "imports wasi:filesystem/preopens@0.2.6, which the plugin world does not provide",
+        "imports wasi:sockets/tcp@0.2.6, which the plugin world does not provide",
+        "imports spin:postgres/postgres@4.0.0, which the plugin world does not provide",
+        "imports wasi:cli/environment@0.2.6, which the plugin world does not provide",
+        "does not export wasmpay:policy/policy",
+    ] {
+        assert!(problems.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {problems:#?}");
+    }
+}
+
+/// The host's start-up check (and so `cargo xtask up` and the tests' `spin up`) allows
+/// exactly what the plugin world allows.
+#[test]
+fn the_start_up_check_allows_what_the_plugin_world_allows() {
+    let mut allowed: Vec<String> = plugin().imports.into_iter().map(|i| i.path).collect();
+    allowed.sort();
+    let mut checked: Vec<String> = wasmpay_host::dependencies::RUNTIME_IMPORTS.iter().map(|i| (*i).to_owned()).collect();
+    checked.sort();
+    assert_eq!(allowed, checked);
 }
 
 #[test]

@@ -30,6 +30,7 @@ async fn the_application_runs_from_an_oci_registry() {
     let build = SpinUp {
         manifest: config.manifest.clone(),
         component_sources: config.component_sources.clone(),
+        dependency_sources: config.dependency_sources.clone(),
         ..SpinUp::default()
     };
     spin::push(&build, &reference).expect("spin registry push");

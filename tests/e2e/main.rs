@@ -19,6 +19,7 @@ mod host;
 mod identity;
 mod kafka_security;
 mod migrations;
+mod policies;
 mod schemas;
 mod sessions;
 mod transfers;

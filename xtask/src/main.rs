@@ -1,7 +1,9 @@
 //! `cargo xtask <command>`:
 //!
 //! - `build`: the web app's front end (`npm ci` when its lockfile changed, then
-//!   `components/web/app/build.mjs`; and the browser tests' npm packages), the four components for wasm32-wasip2 (release), and every native target of
+//!   `components/web/app/build.mjs`; and the browser tests' npm packages), the four
+//!   components and the Rust policy plugins for wasm32-wasip2 (release), the JavaScript
+//!   policy plugin (componentize-js), and every native target of
 //!   the workspace (the bridge, wasmpay-host and the tests) in one cargo invocation, so
 //!   that `cargo test` finds them built: building the binaries alone would resolve
 //!   dependency features differently and compile wasmtime a second time.
@@ -20,7 +22,10 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use wasmpay_test_support::{cluster::LocalCluster, paths::COMPONENTS};
+use wasmpay_test_support::{
+    cluster::LocalCluster,
+    paths::{self, COMPONENTS, RUST_POLICIES, TEST_POLICIES},
+};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -94,12 +99,19 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 fn build() -> anyhow::Result<()> {
     build_web_app()?;
     step("building the components (wasm32-wasip2, release)");
-    let mut wasm = cargo();
-    wasm.args(["build", "--target", "wasm32-wasip2", "--release"]);
-    for component in COMPONENTS {
-        wasm.args(["-p", component]);
+    // Two invocations: built with the components, the plugins' dependencies would get the
+    // standard library the components enable (cargo unifies features per invocation), and
+    // with it imports a plugin must not have.
+    let [misbehaving, nosy] = TEST_POLICIES;
+    for packages in [[&COMPONENTS[..], &[nosy]].concat(), [&RUST_POLICIES[..], &[misbehaving]].concat()] {
+        let mut wasm = cargo();
+        wasm.args(["build", "--target", "wasm32-wasip2", "--release"]);
+        for package in packages {
+            wasm.args(["-p", package]);
+        }
+        run(&mut wasm)?;
     }
-    run(&mut wasm)?;
+    build_js_policy()?;
     step("building the native binaries and the tests");
     run(cargo().args(["build", "--workspace", "--bins", "--tests"]))
 }
@@ -114,6 +126,17 @@ fn build_web_app() -> anyhow::Result<()> {
     npm_ci(&root.join("tests/browser"))?;
     step("building the web app (TypeScript checked, bundled by esbuild)");
     run(Command::new("node").arg("build.mjs").current_dir(&app))
+}
+
+/// The JavaScript policy plugin (policies/blocklist-js), componentized by
+/// componentize-js into `<target>/policies/blocklist-js.wasm`; its build.mjs skips the
+/// work when nothing changed.
+fn build_js_policy() -> anyhow::Result<()> {
+    let plugin = repo_root().join("policies/blocklist-js");
+    npm_ci(&plugin)?;
+    let output = target_dir()?.join("policies/blocklist-js.wasm");
+    step("building the JavaScript policy plugin (componentize-js)");
+    run(Command::new("node").arg("build.mjs").arg(&output).current_dir(&plugin))
 }
 
 /// `npm ci` in `dir`, only when its package-lock.json is newer than the installed tree. No
@@ -223,6 +246,9 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
     };
 
     let mut server = if let Some(spin) = &spin {
+        // What wasmpay-host refuses to load (a policy plugin importing a capability), Spin
+        // would run with every capability call denied: refuse it here instead.
+        wasmpay_host::check_dependencies(&wasmpay_host::HostConfig::new(root.join("spin.toml")))?;
         step(&format!("serving with spin up on http://{listen}"));
         let mut command = Command::new(spin);
         command.args(["up", "--listen", listen, "--runtime-config-file", "runtime-config.toml"]);
@@ -234,6 +260,9 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         for component in COMPONENTS {
             let wasm = target.join(format!("wasm32-wasip2/release/{component}.wasm"));
             command.arg("--component-source").arg(format!("{component}={}", wasm.display()));
+        }
+        for ((component, key), path) in paths::policy_slot_sources() {
+            command.arg("--dependency-source").arg(format!("{component}:{key}={}", path.display()));
         }
         command
     };

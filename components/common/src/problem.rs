@@ -4,6 +4,8 @@
 //! `insufficient-funds`) that clients may branch on; `title` is fixed per type and
 //! `detail` explains this occurrence.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 use spin_sdk::http::Response;
 
@@ -19,19 +21,25 @@ pub struct Problem(Box<Details>);
 #[derive(Debug, Clone, PartialEq)]
 struct Details {
     status: u16,
-    slug: &'static str,
-    title: &'static str,
+    slug: Cow<'static, str>,
+    title: Cow<'static, str>,
     detail: String,
     extensions: Map<String, Value>,
     headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
-    pub fn new(status: u16, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    /// `slug` and `title` are fixed strings, except for the problems a policy plugin defines.
+    pub fn new(
+        status: u16,
+        slug: impl Into<Cow<'static, str>>,
+        title: impl Into<Cow<'static, str>>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self(Box::new(Details {
             status,
-            slug,
-            title,
+            slug: slug.into(),
+            title: title.into(),
             detail: detail.into(),
             extensions: Map::new(),
             headers: Vec::new(),
@@ -53,8 +61,8 @@ impl Problem {
         self.0.status
     }
 
-    pub fn slug(&self) -> &'static str {
-        self.0.slug
+    pub fn slug(&self) -> &str {
+        &self.0.slug
     }
 
     pub fn detail(&self) -> &str {

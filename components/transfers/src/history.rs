@@ -38,8 +38,11 @@ struct Transaction {
     id: String,
     transfer_id: Uuid,
     kind: &'static str,
-    /// Signed: negative left the wallet.
+    /// Signed: negative left the wallet (a fee included).
     amount: String,
+    /// The fee within `amount`, on a transfer out that paid one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fee: Option<String>,
     balance_after: String,
     counterparty: Option<Counterparty>,
     description: Option<String>,
@@ -135,8 +138,8 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
     let db = Db::connect_as(&caller)?;
     let rows = db.query_all(
         &Query::select("SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
-                other.account_id, other_wallet.kind, u.full_name, t.description, e.created_at,
-                e.account_version
+                other_wallet.id, other_wallet.kind, u.full_name, t.description, e.created_at,
+                e.account_version, CASE WHEN e.account_id = t.from_account_id THEN t.fee END
          FROM accounts.accounts w
          LEFT JOIN LATERAL (
              SELECT * FROM ledger.entries e
@@ -148,8 +151,10 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
              LIMIT $6
          ) e ON true
          LEFT JOIN ledger.transfers t ON t.id = e.transfer_id
-         LEFT JOIN ledger.entries other ON other.transfer_id = e.transfer_id AND other.id <> e.id
-         LEFT JOIN accounts.accounts other_wallet ON other_wallet.id = other.account_id
+         -- The wallet on the other side (a transfer with a fee has a third entry, the
+         -- platform's fee account, which is nobody's counterparty).
+         LEFT JOIN accounts.accounts other_wallet ON other_wallet.id =
+             CASE WHEN e.account_id = t.from_account_id THEN t.to_account_id ELSE t.from_account_id END
          LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
          WHERE w.id = $1 AND w.owner_id = $2 AND w.kind = 'user'
          ORDER BY e.account_version DESC"),
@@ -180,6 +185,7 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
             transfer_id: db::get(row, 2)?,
             kind: kind(&transfer_kind, amount),
             amount: render(amount, scale),
+            fee: db::get::<Option<Decimal>>(row, 12)?.filter(|fee| !fee.is_zero()).map(|fee| render(fee, scale)),
             balance_after: render(db::get(row, 5)?, scale),
             counterparty: (counterparty_kind == "user")
                 .then(|| {

@@ -1,8 +1,10 @@
 //! The transfers component: the double-entry engine. This file is its route table; each
-//! money movement is one call of a ledger function (migrations/V5__ledger.sql).
+//! money movement is asked of the policy plugins (`policy`), then is one call of a ledger
+//! function (migrations/V5__ledger.sql, V9__policy_terms_and_fees.sql).
 
 mod history;
 mod idempotency;
+mod policy;
 mod posting;
 mod refund;
 mod settings;

@@ -33,12 +33,14 @@ pub fn run(db: &Db, statement: &str, params: &[ParameterValue]) -> Result<Respon
     };
     let status: i32 = db::get(&row, 0)?;
     let replayed: bool = db::get(&row, 3)?;
-    let mut response = match db::get::<Option<String>>(&row, 2)? {
-        Some(slug) => refused(status, &slug)?.into_response(),
-        None => {
-            let body: serde_json::Value = db::get(&row, 1)?;
-            wasmpay_common::http::json(u16::try_from(status).map_err(|_| bad_status(status))?, &body)
-        }
+    let body: Option<serde_json::Value> = db::get(&row, 1)?;
+    let mut response = match (db::get::<Option<String>>(&row, 2)?, body) {
+        (Some(slug), Some(policy_problem)) => policy_refusal(status, slug, &policy_problem)?.into_response(),
+        (Some(slug), None) => refused(status, &slug)?.into_response(),
+        (None, body) => wasmpay_common::http::json(
+            u16::try_from(status).map_err(|_| bad_status(status))?,
+            &body.unwrap_or_default(),
+        ),
     };
     if replayed {
         response.set_header("idempotent-replayed", "true");
@@ -49,6 +51,16 @@ pub fn run(db: &Db, statement: &str, params: &[ParameterValue]) -> Result<Respon
 fn bad_status(status: i32) -> Problem {
     eprintln!("the ledger returned status {status}");
     Problem::internal()
+}
+
+/// The problem for a posting a policy's requirement refused: its slug, and the title and
+/// detail the policy gave, stored with the idempotency key.
+fn policy_refusal(status: i32, slug: String, problem: &serde_json::Value) -> Result<Problem, DbError> {
+    let text = |name: &str| problem[name].as_str().map(str::to_owned);
+    let (Some(title), Some(detail), Ok(status)) = (text("title"), text("detail"), u16::try_from(status)) else {
+        return Err(DbError::Other(format!("the ledger stored an unreadable refusal {problem} for {slug}")));
+    };
+    Ok(Problem::new(status, slug, title, detail))
 }
 
 /// The problem for a posting the ledger refused, by its slug.

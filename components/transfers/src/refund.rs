@@ -9,7 +9,7 @@ use spin_sdk::{
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::Db,
+    db::{self, Db},
     http,
     money::parse_amount,
     problem::{FieldError, Problem},
@@ -18,6 +18,7 @@ use wasmpay_common::{
 
 use crate::{
     idempotency::{IdempotencyKey, fingerprint},
+    policy::{self, Intent, Kind},
     posting,
     settings::idempotency_key_ttl_secs,
 };
@@ -48,11 +49,20 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
         "POST /transfers/{id}/refunds",
         &[&original.to_string(), &amount.map(|a| a.normalize().to_string()).unwrap_or_default()],
     );
+    let terms = policy::terms(&Intent {
+        kind: Kind::Refund,
+        amount,
+        currency: None,
+        initiator: caller.user_id,
+        wallet: None,
+        recipient: None,
+        refund_of: Some(original),
+    })?;
     let db = Db::connect_as(&caller)?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed
-         FROM ledger.refund($1, $2, $3, $4, $5, $6, $7, $8)",
+         FROM ledger.refund($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             caller.user_id.into(),
             key.as_str().to_owned().into(),
@@ -62,6 +72,7 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
             Uuid::now_v7().into(),
             original.into(),
             amount.map_or(ParameterValue::DbNull, Into::into),
+            db::jsonb(&terms)?,
         ],
     )
 }

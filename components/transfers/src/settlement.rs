@@ -16,8 +16,9 @@ use wasmpay_common::{
 
 use crate::{
     idempotency::{IdempotencyKey, fingerprint},
+    policy::{self, Intent, Kind},
     posting,
-    settings::{Limits, idempotency_key_ttl_secs},
+    settings::idempotency_key_ttl_secs,
 };
 
 #[derive(Deserialize)]
@@ -43,10 +44,10 @@ impl Direction {
         }
     }
 
-    fn limits_variable(self) -> &'static str {
+    fn kind(self) -> Kind {
         match self {
-            Direction::Deposit => "max_deposit_amount",
-            Direction::Withdrawal => "max_withdrawal_amount",
+            Direction::Deposit => Kind::Deposit,
+            Direction::Withdrawal => Kind::Withdrawal,
         }
     }
 }
@@ -89,7 +90,15 @@ fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> 
     let (Some(account), Some(amount)) = (account, amount) else {
         return Err(Problem::validation(errors));
     };
-    let limits = Limits::load(direction.limits_variable())?;
+    let terms = policy::terms(&Intent {
+        kind: direction.kind(),
+        amount: Some(amount),
+        currency: None,
+        initiator: caller.user_id,
+        wallet: Some(account),
+        recipient: None,
+        refund_of: None,
+    })?;
     let print = fingerprint(
         &format!("POST /{}s", direction.name()),
         &[&account.to_string(), &amount.normalize().to_string()],
@@ -109,7 +118,7 @@ fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> 
             Uuid::now_v7().into(),
             account.into(),
             amount.into(),
-            db::jsonb(&limits.to_json())?,
+            db::jsonb(&terms)?,
         ],
     )
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use wasmpay_common::{
     auth,
     currency::Currency,
-    db::Db,
+    db::{self, Db},
     email::Email,
     http,
     money::Money,
@@ -19,8 +19,9 @@ use wasmpay_common::{
 
 use crate::{
     idempotency::{IdempotencyKey, fingerprint},
+    policy::{self, Intent, Kind},
     posting,
-    settings::{Limits, idempotency_key_ttl_secs},
+    settings::idempotency_key_ttl_secs,
 };
 
 #[derive(Deserialize)]
@@ -141,20 +142,23 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     let key = IdempotencyKey::from_request(request)?;
     let transfer = parse(http::json_body(request)?)?;
     let currency = transfer.money.currency();
-    if let Some(limit) = Limits::load("max_transfer_amount")?.for_currency(currency.code())
-        && transfer.money.amount() > limit
-    {
-        return Err(Problem::unprocessable(
-            "amount-above-limit",
-            "Amount above limit",
-            format!("one transfer may move at most {limit} {currency}"),
-        ));
-    }
     if let Recipient::Account(to) = transfer.to
         && to == transfer.from
     {
         return Err(Problem::unprocessable("same-account", "Same wallet", "a transfer needs two different wallets"));
     }
+    let terms = policy::terms(&Intent {
+        kind: Kind::Transfer,
+        amount: Some(transfer.money.amount()),
+        currency: Some(currency),
+        initiator: caller.user_id,
+        wallet: Some(transfer.from),
+        recipient: Some(match &transfer.to {
+            Recipient::Account(id) => policy::Recipient::Wallet(*id),
+            Recipient::Email(email) => policy::Recipient::Email(email),
+        }),
+        refund_of: None,
+    })?;
     let (to_account, to_email_key): (ParameterValue, ParameterValue) = match &transfer.to {
         Recipient::Account(id) => ((*id).into(), ParameterValue::DbNull),
         Recipient::Email(email) => (ParameterValue::DbNull, email.key().into()),
@@ -178,7 +182,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     posting::run(
         &db,
         "SELECT status, body, problem, replayed
-         FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             caller.user_id.into(),
             key.as_str().to_owned().into(),
@@ -192,6 +196,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             currency.code().to_owned().into(),
             transfer.money.amount().into(),
             transfer.description.into(),
+            db::jsonb(&terms)?,
         ],
     )
 }

@@ -114,6 +114,7 @@ impl Platform {
                 let mut config = HostConfig::new(manifest);
                 config.variables = self.variables.clone();
                 config.component_sources = sources;
+                config.dependency_sources = paths::policy_slot_sources();
                 let host = wasmpay_host::start(config).await.context("the host did not start")?;
                 Server {
                     name: "wasmpay-host".into(),
@@ -125,6 +126,7 @@ impl Platform {
                     manifest,
                     variables: self.variables.clone(),
                     component_sources: sources,
+                    dependency_sources: paths::policy_slot_sources(),
                     runtime_config: None,
                     from_registry: None,
                 };

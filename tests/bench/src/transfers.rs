@@ -58,6 +58,10 @@ SELECT count(*) FROM generate_series(1, $WALLETS) n,
                           CASE WHEN n = 1 THEN 100000000 ELSE 100000 END, '{}');
 "#;
 
+/// The terms the standard policy (policies/standard) gives a transfer within its limit: the
+/// ledger checks the sender's e-mail is verified.
+const STANDARD_TRANSFER_TERMS: &str = r#"'{"fee":null,"requirements":[{"policy":1,"check":"verified-initiator","problem":{"status":403,"slug":"email-not-verified","title":"E-mail not verified","detail":"verify your e-mail address before moving money"}}]}'::jsonb"#;
+
 /// How pgbench sends the transfer.
 #[derive(Clone, Copy, Debug)]
 enum Sql {
@@ -74,16 +78,16 @@ impl Sql {
     /// text `wasmpay_common::db::Query` produces for the component.
     fn statement(self) -> String {
         use wasmpay_common::db::Query;
-        let call = "SELECT status, body, problem, replayed FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+        let call = "SELECT status, body, problem, replayed FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
         let text = match self {
             Sql::Bare => call.to_owned(),
             Sql::Wrapped => Query::select(call).at_least_one_row(None),
-            Sql::WrappedForCaller => Query::select(call).at_least_one_row(Some(13)),
+            Sql::WrappedForCaller => Query::select(call).at_least_one_row(Some(14)),
         };
         let arguments = [
             "bench.user_id(:a)", "gen_random_uuid()::text", "sha256(convert_to(:a || '-' || :b, 'UTF8'))", "86400",
             "gen_random_uuid()", "gen_random_uuid()", "bench.account_id(:a)", "bench.account_id(:b)", "NULL", "'USD'",
-            ":cents / 100.0", "NULL", "bench.session_id(:a)", "bench.user_id(:a)",
+            ":cents / 100.0", "NULL", STANDARD_TRANSFER_TERMS, "bench.session_id(:a)", "bench.user_id(:a)",
         ];
         // Highest first, so that $1 does not eat the start of $13.
         let text = arguments.iter().enumerate().rev().fold(text, |text, (i, argument)| text.replace(&format!("${}", i + 1), argument));

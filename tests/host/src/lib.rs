@@ -6,6 +6,7 @@
 
 mod allowed_hosts;
 mod bindings;
+pub mod dependencies;
 mod http;
 pub mod manifest;
 pub mod postgres;
@@ -50,6 +51,8 @@ pub struct HostConfig {
     pub providers: Vec<Provider>,
     /// Replaces a component's `source` (for builds outside the manifest's target directory).
     pub component_sources: BTreeMap<String, PathBuf>,
+    /// Replaces the `path` of a component's dependency, by component id and dependency key.
+    pub dependency_sources: BTreeMap<(String, String), PathBuf>,
     pub listen: SocketAddr,
     pub max_request_body_bytes: usize,
     /// Whose Postgres behaviour to reproduce (default: Spin 4.0.2, the latest release).
@@ -63,6 +66,7 @@ impl HostConfig {
             variables: BTreeMap::new(),
             providers: Vec::new(),
             component_sources: BTreeMap::new(),
+            dependency_sources: BTreeMap::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             spin_version: SpinVersion::default(),
@@ -76,6 +80,11 @@ impl HostConfig {
 
     pub fn component_source(mut self, id: &str, path: impl Into<PathBuf>) -> Self {
         self.component_sources.insert(id.to_owned(), path.into());
+        self
+    }
+
+    pub fn dependency_source(mut self, id: &str, key: &str, path: impl Into<PathBuf>) -> Self {
+        self.dependency_sources.insert((id.to_owned(), key.to_owned()), path.into());
         self
     }
 }
@@ -120,6 +129,34 @@ impl Drop for RunningHost {
     }
 }
 
+/// The manifest's components with the dependency files `config` replaces.
+fn with_dependency_sources(
+    mut components: BTreeMap<String, manifest::Component>,
+    config: &HostConfig,
+) -> anyhow::Result<BTreeMap<String, manifest::Component>> {
+    for ((id, key), source) in &config.dependency_sources {
+        let dependency = components
+            .get_mut(id)
+            .and_then(|component| component.dependencies.iter_mut().find(|d| d.key == *key))
+            .with_context(|| format!("component {id} has no dependency {key:?} to take from another file"))?;
+        dependency.source = source.clone();
+    }
+    Ok(components)
+}
+
+/// wasmpay's start-up check of every component dependency ([`dependencies::check_imports`]),
+/// for launchers of another runtime (`spin up`): a plugin this host refuses to load, they
+/// refuse to start.
+pub fn check_dependencies(config: &HostConfig) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&config.manifest)?;
+    for (id, component) in with_dependency_sources(manifest.components, config)? {
+        for dependency in &component.dependencies {
+            dependencies::check_imports(&id, dependency)?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads the application (failing like `spin up` would on a bad manifest, a missing
 /// required variable or a component that does not fit) and starts serving.
 pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
@@ -136,7 +173,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         }
     }
     let mut components = HashMap::new();
-    for (id, component) in manifest.components {
+    for (id, component) in with_dependency_sources(manifest.components, &config)? {
         for template in &component.allowed_outbound_hosts {
             if let Some(entry) = template.literal() {
                 AllowedHost::parse(&entry).with_context(|| format!("component {id}: invalid allowed_outbound_hosts entry"))?;
@@ -151,6 +188,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         let runtime = ComponentRuntime::load(
             config.spin_version,
             &source,
+            &component.dependencies,
             variables,
             component.allowed_outbound_hosts,
             component.environment.into_iter().collect(),

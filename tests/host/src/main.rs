@@ -25,6 +25,10 @@ struct Args {
     /// Run a component from another Wasm file: `id=path`.
     #[arg(long = "component-source", value_parser = parse_pair)]
     component_sources: Vec<(String, String)>,
+    /// Take a component's dependency from another Wasm file: `id:key=path` (key as in
+    /// `[component.id.dependencies]`).
+    #[arg(long = "dependency-source", value_parser = parse_dependency_source)]
+    dependency_sources: Vec<((String, String), PathBuf)>,
     /// Reproduce the Postgres behaviour of this Spin release: `4.0` (4.0.0 to 4.0.2, where a
     /// query returning zero rows hangs; this host fails such a request with a 500) or
     /// `fixed` (Spin 3.x and later 4.0.x: an empty row set).
@@ -39,6 +43,14 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected name=value, got {text:?}"))
+}
+
+fn parse_dependency_source(text: &str) -> Result<((String, String), PathBuf), String> {
+    let (target, path) = parse_pair(text)?;
+    let (id, key) = target
+        .split_once(':')
+        .ok_or_else(|| format!("expected id:key=path, got {text:?}"))?;
+    Ok(((id.to_owned(), key.to_owned()), PathBuf::from(path)))
 }
 
 #[tokio::main]
@@ -66,6 +78,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .into_iter()
             .map(|(id, path)| (id, PathBuf::from(path)))
             .collect(),
+        dependency_sources: args.dependency_sources.into_iter().collect(),
         listen: args.listen,
         max_request_body_bytes: args.max_request_body_bytes,
         spin_version: args.as_spin,

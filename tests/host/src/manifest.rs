@@ -9,7 +9,10 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 
-use crate::variables::{Template, validate_name};
+use crate::{
+    dependencies::Dependency,
+    variables::{Template, validate_name},
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +96,19 @@ struct RawComponent {
     #[allow(dead_code, reason = "read by `spin build`, validated here")]
     #[serde(default)]
     build: Option<Build>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, RawDependency>,
+    #[serde(default)]
+    dependencies_inherit_configuration: bool,
+}
+
+/// A dependency from a file; Spin's other sources (a registry, a URL, another component)
+/// and inherited configuration are not supported by this host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDependency {
+    path: String,
+    export: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +145,7 @@ pub struct Component {
     pub allowed_outbound_hosts: Vec<Template>,
     pub variables: BTreeMap<String, Template>,
     pub environment: BTreeMap<String, String>,
+    pub dependencies: Vec<Dependency>,
 }
 
 impl Manifest {
@@ -190,6 +207,22 @@ impl Manifest {
                     Ok(template)
                 })
                 .collect::<anyhow::Result<_>>()?;
+            ensure!(
+                !raw_component.dependencies_inherit_configuration,
+                "component {id}: this host runs dependencies without the component's configuration only"
+            );
+            let dependencies = raw_component
+                .dependencies
+                .into_iter()
+                .map(|(key, dependency)| {
+                    validate_dependency_key(&key).with_context(|| format!("component {id}"))?;
+                    Ok(Dependency {
+                        key,
+                        source: app_root.join(&dependency.path),
+                        export: dependency.export,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
             components.insert(
                 id.clone(),
                 Component {
@@ -198,6 +231,7 @@ impl Manifest {
                     allowed_outbound_hosts,
                     variables,
                     environment: raw_component.environment,
+                    dependencies,
                 },
             );
         }
@@ -235,13 +269,39 @@ impl Manifest {
     }
 }
 
-fn validate_kebab_id(id: &str) -> anyhow::Result<()> {
-    let valid = id.split('-').all(|word| {
+fn is_kebab(name: &str) -> bool {
+    name.split('-').all(|word| {
         !word.is_empty()
             && word.starts_with(|c: char| c.is_ascii_lowercase())
             && word.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-    });
-    ensure!(valid, "component id {id:?} must be kebab-case (lower-case words joined by '-')");
+    })
+}
+
+fn validate_kebab_id(id: &str) -> anyhow::Result<()> {
+    ensure!(is_kebab(id), "component id {id:?} must be kebab-case (lower-case words joined by '-')");
+    Ok(())
+}
+
+/// A plain kebab name, or `ns:pkg[/iface][@version]` with kebab parts.
+fn validate_dependency_key(key: &str) -> anyhow::Result<()> {
+    let (path, version) = match key.split_once('@') {
+        Some((path, version)) => (path, Some(version)),
+        None => (key, None),
+    };
+    let valid = match path.split_once(':') {
+        None => version.is_none() && is_kebab(path),
+        Some((namespace, rest)) => {
+            let (package, interface) = match rest.split_once('/') {
+                Some((package, interface)) => (package, Some(interface)),
+                None => (rest, None),
+            };
+            is_kebab(namespace)
+                && is_kebab(package)
+                && interface.is_none_or(is_kebab)
+                && version.is_none_or(|v| v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u64>().is_ok()))
+        }
+    };
+    ensure!(valid, "dependency name {key:?} is neither a kebab-case name nor ns:package[/interface][@version]");
     Ok(())
 }
 

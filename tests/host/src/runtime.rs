@@ -19,7 +19,12 @@ use wasmtime_wasi_http::{
     WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView, p2::bindings::ProxyPre,
 };
 
-use crate::{bindings::SpinCapabilities, postgres, variables::ComponentVariables};
+use crate::{
+    bindings::SpinCapabilities,
+    dependencies::{self, Dependency},
+    postgres,
+    variables::ComponentVariables,
+};
 
 /// Concurrent instances the pool holds (Spin's default `SPIN_MAX_INSTANCE_COUNT`); a request
 /// beyond it fails to instantiate.
@@ -113,26 +118,33 @@ pub fn engine() -> &'static Engine {
     })
 }
 
-/// Compiles a component once per process and file version.
-fn compile(path: &Path) -> anyhow::Result<Component> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (SystemTime, Component)>>> = OnceLock::new();
-    let modified = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .with_context(|| format!("cannot read component {}", path.display()))?;
+/// Compiles a component, composed with its dependencies, once per process and version of
+/// its files.
+fn compile(source: &Path, dependencies: &[Dependency]) -> anyhow::Result<Component> {
+    type Key = Vec<(PathBuf, SystemTime)>;
+    static CACHE: OnceLock<Mutex<HashMap<Key, Component>>> = OnceLock::new();
+    let mut key = Key::new();
+    for path in std::iter::once(source).chain(dependencies.iter().map(|d| d.source.as_path())) {
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .with_context(|| format!("cannot read component {}", path.display()))?;
+        key.push((path.to_owned(), modified));
+    }
     let cache = CACHE.get_or_init(Default::default);
-    if let Some((at, component)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(path)
-        && *at == modified
-    {
+    if let Some(component) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(component.clone());
     }
-    let component =
-        Component::from_file(engine(), path)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("cannot compile component {}", path.display()))?;
-    cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(path.to_owned(), (modified, component.clone()));
+    let component = if dependencies.is_empty() {
+        Component::from_file(engine(), source)
+    } else {
+        let name = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let composed = dependencies::compose(&name, source, dependencies)
+            .with_context(|| format!("failed to resolve dependencies for component {}", source.display()))?;
+        Component::new(engine(), composed)
+    }
+    .map_err(anyhow::Error::from)
+    .with_context(|| format!("cannot compile component {}", source.display()))?;
+    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, component.clone());
     Ok(component)
 }
 
@@ -149,11 +161,12 @@ impl ComponentRuntime {
     pub fn load(
         spin_version: postgres::SpinVersion,
         source: &Path,
+        dependencies: &[Dependency],
         variables: ComponentVariables,
         allowed_host_templates: Vec<crate::variables::Template>,
         environment: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
-        let component = compile(source)?;
+        let component = compile(source, dependencies)?;
         let mut linker = Linker::<RequestState>::new(engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

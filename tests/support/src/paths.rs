@@ -7,6 +7,46 @@ use std::path::PathBuf;
 /// The components `spin.toml` wires, each built from the cargo package of the same name.
 pub const COMPONENTS: [&str; 4] = ["identity", "accounts", "transfers", "web"];
 
+/// The policy plugins written in Rust (`policies/`), cargo packages built for wasm32-wasip2
+/// with the components; each file is named after its package (`policy_fees.wasm`).
+pub const RUST_POLICIES: [&str; 3] = ["policy-standard", "policy-fees", "policy-velocity"];
+
+/// Policy plugins that misbehave on purpose, for the tests (`tests/plugins/`): one built
+/// as the Rust policies are, and one importing Spin capabilities, built as the components.
+pub const TEST_POLICIES: [&str; 2] = ["policy-misbehaving", "policy-nosy"];
+
+/// `spin.toml`'s policy slots of the transfers component: dependency key and plugin package.
+pub const POLICY_SLOTS: [(&str, &str); 3] = [
+    ("wasmpay:policy/policy@0.1.0", "policy-standard"),
+    ("second-policy", "policy-fees"),
+    ("third-policy", "policy-velocity"),
+];
+
+/// The files of `spin.toml`'s policy slots as this build made them, by (component, key):
+/// what `HostConfig::dependency_sources` and `SpinUp::dependency_sources` take.
+pub fn policy_slot_sources() -> std::collections::BTreeMap<(String, String), PathBuf> {
+    POLICY_SLOTS
+        .iter()
+        .map(|(key, package)| (("transfers".to_owned(), (*key).to_owned()), policy(package)))
+        .collect()
+}
+
+/// A Rust policy plugin's component, by package name.
+pub fn policy(package: &str) -> PathBuf {
+    component(&package.replace('-', "_"))
+}
+
+/// The JavaScript policy plugin (`policies/blocklist-js`), built by `cargo xtask build`.
+pub fn js_policy() -> PathBuf {
+    let path = target_dir().join("policies/blocklist-js.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the plugins first",
+        path.display()
+    );
+    path
+}
+
 /// The repository root (holds `spin.toml`). Every package using this is two levels below
 /// it; `cargo test`/`cargo run` name that package at run time, which wins over the path
 /// compiled in (clones sharing one `CARGO_TARGET_DIR` share the compiled binaries too).

@@ -42,6 +42,8 @@ pub struct SpinUp {
     /// Components to load from another file than the manifest's `source` (a build in
     /// another target directory): the manifest is copied with those sources replaced.
     pub component_sources: BTreeMap<String, PathBuf>,
+    /// Component dependencies to load from another file, by component id and dependency key.
+    pub dependency_sources: BTreeMap<(String, String), PathBuf>,
     pub runtime_config: Option<PathBuf>,
     /// `-f`: run this reference (a registry image) instead of the manifest.
     pub from_registry: Option<String>,
@@ -177,10 +179,17 @@ pub fn push(up: &SpinUp, reference: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn component<'a>(components: &'a mut toml::Table, id: &str) -> anyhow::Result<&'a mut toml::Table> {
+    components
+        .get_mut(id)
+        .and_then(toml::Value::as_table_mut)
+        .with_context(|| format!("the manifest has no component {id}"))
+}
+
 /// The manifest to run or push: the original, or a copy in `dir` whose component sources
 /// point at the files given (everything else unchanged).
 fn manifest_with_sources(up: &SpinUp, dir: &Path) -> anyhow::Result<PathBuf> {
-    if up.component_sources.is_empty() {
+    if up.component_sources.is_empty() && up.dependency_sources.is_empty() {
         return Ok(up.manifest.clone());
     }
     let text = fs::read_to_string(&up.manifest).with_context(|| format!("cannot read {}", up.manifest.display()))?;
@@ -189,12 +198,31 @@ fn manifest_with_sources(up: &SpinUp, dir: &Path) -> anyhow::Result<PathBuf> {
         .get_mut("component")
         .and_then(toml::Value::as_table_mut)
         .context("the manifest has no [component] table")?;
+    // The copy lives elsewhere: relative dependency paths are resolved as Spin would have.
+    let manifest_dir = up.manifest.parent().unwrap_or(Path::new("."));
+    for (_, component) in components.iter_mut() {
+        let Some(dependencies) = component.get_mut("dependencies").and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        for (_, dependency) in dependencies.iter_mut() {
+            if let Some(path) = dependency.get_mut("path")
+                && let Some(relative) = path.as_str().filter(|p| Path::new(p).is_relative())
+            {
+                *path = toml::Value::String(manifest_dir.join(relative).display().to_string());
+            }
+        }
+    }
     for (id, source) in &up.component_sources {
-        let component = components
-            .get_mut(id)
+        component(components, id)?.insert("source".into(), toml::Value::String(source.display().to_string()));
+    }
+    for ((id, key), source) in &up.dependency_sources {
+        let dependency = component(components, id)?
+            .get_mut("dependencies")
             .and_then(toml::Value::as_table_mut)
-            .with_context(|| format!("the manifest has no component {id}"))?;
-        component.insert("source".into(), toml::Value::String(source.display().to_string()));
+            .and_then(|dependencies| dependencies.get_mut(key))
+            .and_then(toml::Value::as_table_mut)
+            .with_context(|| format!("component {id} has no dependency {key:?}"))?;
+        dependency.insert("path".into(), toml::Value::String(source.display().to_string()));
     }
     let path = dir.join("spin.toml");
     fs::write(&path, toml::to_string(&manifest)?)?;
