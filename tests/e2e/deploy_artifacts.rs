@@ -348,7 +348,7 @@ fn the_bridge_image_builds_the_native_profile_binary_and_runs_it_unprivileged() 
 }
 
 #[test]
-fn the_spin_image_builds_every_component_as_spin_build_does() {
+fn the_spin_image_builds_every_component_and_plugin_as_spin_build_does() {
     let stages = dockerfile(&deploy().join("spin/Dockerfile"));
     let build = stages[0].join("\n");
     let mut command = "cargo build --locked --target wasm32-wasip2 --release".to_owned();
@@ -356,10 +356,21 @@ fn the_spin_image_builds_every_component_as_spin_build_does() {
         command.push_str(&format!(" -p {component}"));
     }
     assert!(build.contains(&command), "{build}");
+    // The plugins in a cargo invocation of their own, as spin.toml's build does.
+    let mut policies = "cargo build --locked --target wasm32-wasip2 --release".to_owned();
+    for package in paths::RUST_POLICIES {
+        policies.push_str(&format!(" -p {package}"));
+    }
+    assert!(build.contains(&policies), "{build}");
     assert!(build.contains("npm ci --prefix components/web/app --ignore-scripts") && build.contains("node components/web/app/build.mjs"));
     let last = stages.last().unwrap().join("\n");
     for component in paths::COMPONENTS {
         assert!(last.contains(&format!("/src/target/wasm32-wasip2/release/{component}.wasm")), "{component}.wasm is not copied");
+    }
+    for (_, package) in paths::POLICY_SLOTS {
+        let file = format!("{}.wasm", package.replace('-', "_"));
+        assert!(last.contains(&format!("/src/target/wasm32-wasip2/release/{file}")), "{file} is not copied");
+        assert!(read(&paths::repo_root().join("spin.toml")).contains(&format!("target/wasm32-wasip2/release/{file}")));
     }
     assert!(last.contains("COPY spin.toml runtime-config.toml"));
     let ignored = read(&paths::repo_root().join(".dockerignore"));
