@@ -6,6 +6,7 @@ mod cpu;
 mod login;
 mod pgledger;
 mod platform;
+mod policies;
 mod relay;
 mod transfers;
 
@@ -53,6 +54,15 @@ enum Bench {
         #[arg(long, value_name = "SECRET", requires = "target_url")]
         jwt_secret: Option<String>,
     },
+    /// POST /transfers under Spin with the rules as policy plugins (this checkout) vs built into the engine (the last
+    /// commit before plugins, built in a git worktree), each on its own database, in alternating rounds.
+    Policies {
+        /// Measured seconds per round and build.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// bridge relay draining a 50,000-event backlog vs a raw rdkafka producer, and the
     /// commit-to-publish lag at a steady rate.
     Relay {
@@ -97,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 transfers::run(options).await
             }
+            Bench::Policies { seconds, rounds } => policies::run(seconds, rounds).await,
             Bench::Relay { rate, seconds, batch_size, rounds } => relay::run(rate, seconds, batch_size, rounds).await,
         }
     })

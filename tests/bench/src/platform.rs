@@ -140,6 +140,31 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Serves another build of the application under `spin up`: `manifest` with these
+    /// component files, and the platform's variables with `overrides` on top.
+    pub async fn serve_spin_build(
+        &self,
+        manifest: std::path::PathBuf,
+        component_sources: BTreeMap<String, std::path::PathBuf>,
+        overrides: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
+        let mut variables = self.variables.clone();
+        variables.extend(overrides.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+        let up = SpinUp {
+            manifest,
+            variables,
+            component_sources,
+            ..SpinUp::default()
+        };
+        let spin = SpinApp::start(&up).await.context("spin up did not start")?;
+        Ok(Server {
+            name: "Spin".into(),
+            running: Running::Spin(spin),
+        })
+    }
+}
+
 impl Drop for Platform {
     fn drop(&mut self) {
         if let Some(cluster) = &self.cluster {

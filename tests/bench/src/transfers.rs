@@ -111,7 +111,7 @@ fn uuid(prefix: &str, n: usize) -> String {
 }
 
 /// An access token for user `n`, signed as the identity component signs them.
-fn token(n: usize, secret: &str) -> String {
+pub fn token(n: usize, secret: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
     let claims = URL_SAFE_NO_PAD.encode(
@@ -139,7 +139,7 @@ impl Xorshift {
 
 /// What the clients send.
 #[derive(Clone, Copy)]
-enum Workload {
+pub enum Workload {
     /// Authenticated `POST /transfers` between random wallets; with `hot`, wallet 1 is on one side of every transfer.
     Transfers { hot: bool },
     /// `GET /transfers/health`: the component and one query on a pooled connection.
@@ -175,7 +175,7 @@ pub struct Measured {
     pub connections: i64,
 }
 
-async fn http_run(
+pub async fn http_run(
     server: &Server,
     tokens: Arc<[String]>,
     workload: Workload,
@@ -516,7 +516,7 @@ async fn invariants(client: &tokio_postgres::Client) -> anyhow::Result<()> {
 }
 
 /// Seeds the wallets, unless an earlier run against the same database did (each run vacuums and analyses first).
-async fn seed(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+pub async fn seed(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
     let seeded: bool = admin.query_one("SELECT to_regnamespace('bench') IS NOT NULL", &[]).await?.get(0);
     if seeded {
         println!("the bench wallets exist in this database already (schema bench): reusing them");

@@ -1,0 +1,157 @@
+//! `wasmpay-bench policies`: what moving the rules into policy plugins costs `POST /transfers`
+//! under Spin. Two builds serve the same load in the same run, in alternating rounds, each
+//! on its own database of one cluster, seeded alike:
+//!
+//! - plugins: this checkout — transfers.wasm composed with the standard plugin and the idle
+//!   fees and velocity plugins in its three slots (the default manifest), migrations to V9;
+//! - built in: the last commit whose engine checked the rules itself
+//!   ([`BUILTIN_RULES_COMMIT`]), its transfers.wasm built in a git worktree and its own
+//!   migrations (to V8) applied to the second database.
+
+use std::{collections::BTreeMap, path::Path, process::Command, sync::Arc, time::Duration};
+
+use anyhow::{Context, ensure};
+use wasmpay_test_support::{paths, postgres};
+
+use crate::{
+    platform::{JWT_SECRET, Platform, Runtime, Server},
+    transfers::{Measured, Workload, http_run, seed, token, WALLETS},
+};
+
+/// The last commit before policy plugins: limits and the verified-e-mail rule in the engine.
+pub const BUILTIN_RULES_COMMIT: &str = "ac3247e";
+const BUILTIN_DATABASE: &str = "builtin";
+const WARMUP: Duration = Duration::from_secs(3);
+
+/// The engine of `BUILTIN_RULES_COMMIT`, built for wasm32-wasip2 in a worktree (cargo's
+/// output kept in `<target>/bench-builtin-rules`, so a second run compiles nothing), and the
+/// worktree's manifest and migrations, copied out before the worktree goes.
+struct BuiltinBuild {
+    transfers: std::path::PathBuf,
+    manifest: std::path::PathBuf,
+    migrations: Vec<(u32, String)>,
+}
+
+fn build_builtin(scratch: &Path) -> anyhow::Result<BuiltinBuild> {
+    let worktree = scratch.join("builtin-rules");
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("git").args(args).current_dir(paths::repo_root()).status().context("cannot run git")?;
+        ensure!(status.success(), "git {} failed", args.join(" "));
+        Ok(())
+    };
+    let worktree_arg = worktree.display().to_string();
+    git(&["worktree", "add", "--detach", &worktree_arg, BUILTIN_RULES_COMMIT])?;
+    let built = (|| {
+        let target = paths::target_dir().join("bench-builtin-rules");
+        println!("building transfers.wasm of {BUILTIN_RULES_COMMIT} (rules built in) into {}", target.display());
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--locked", "--target", "wasm32-wasip2", "--release", "-p", "transfers"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(&worktree)
+            .status()
+            .context("cannot run cargo")?;
+        ensure!(status.success(), "building the built-in-rules engine failed");
+        let transfers = scratch.join("transfers-builtin.wasm");
+        std::fs::copy(target.join("wasm32-wasip2/release/transfers.wasm"), &transfers)?;
+        let manifest = scratch.join("spin-builtin.toml");
+        std::fs::copy(worktree.join("spin.toml"), &manifest)?;
+        let mut migrations = Vec::new();
+        for entry in std::fs::read_dir(worktree.join("migrations"))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let version: u32 = name
+                .strip_prefix('V')
+                .and_then(|rest| rest.split_once("__"))
+                .and_then(|(v, _)| v.parse().ok())
+                .with_context(|| format!("{name} is not V<n>__name.sql"))?;
+            migrations.push((version, std::fs::read_to_string(&path)?));
+        }
+        migrations.sort_by_key(|(version, _)| *version);
+        anyhow::Ok(BuiltinBuild { transfers, manifest, migrations })
+    })();
+    git(&["worktree", "remove", "--force", &worktree_arg])?;
+    built
+}
+
+struct Round {
+    label: &'static str,
+    measured: Measured,
+}
+
+pub async fn run(seconds: u64, rounds: u32) -> anyhow::Result<()> {
+    let platform = Platform::start(&[]).await?;
+    let builtin = build_builtin(platform.scratch())?;
+    let cluster = platform.cluster.as_ref().context("the platform starts its own cluster")?;
+    postgres::connect(&cluster.url("postgres")).await?.batch_execute(&format!("CREATE DATABASE {BUILTIN_DATABASE}")).await?;
+    let builtin_url = cluster.url(BUILTIN_DATABASE);
+    let builtin_db = postgres::connect(&builtin_url).await?;
+    for (version, sql) in &builtin.migrations {
+        builtin_db.batch_execute(sql).await.with_context(|| format!("migration V{version} of {BUILTIN_RULES_COMMIT}"))?;
+    }
+    let plugins_db = postgres::connect(&platform.database_url).await?;
+    for db in [&plugins_db, &builtin_db] {
+        seed(db).await?;
+        db.batch_execute("VACUUM ANALYZE").await?;
+    }
+
+    let plugins = platform.serve(Runtime::Spin).await?;
+    let mut builtin_sources: BTreeMap<String, _> = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
+    builtin_sources.insert("transfers".into(), builtin.transfers.clone());
+    let builtin_server = platform
+        .serve_spin_build(builtin.manifest.clone(), builtin_sources, &[("db_url", builtin_url.clone())])
+        .await?;
+    let tokens: Arc<[String]> = (1..=WALLETS).map(|n| token(n, JWT_SECRET)).collect();
+    println!(
+        "# policies: POST /transfers under Spin, {WALLETS} wallets, 32 clients, uniform; {rounds} rounds of {seconds} s per build \
+         after {} s of warm-up, alternating",
+        WARMUP.as_secs()
+    );
+    let duration = Duration::from_secs(seconds);
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        let order: [(&'static str, &Server); 2] = if round % 2 == 1 {
+            [("plugins", &plugins), ("built in", &builtin_server)]
+        } else {
+            [("built in", &builtin_server), ("plugins", &plugins)]
+        };
+        for (label, server) in order {
+            let measured = http_run(server, tokens.clone(), Workload::Transfers { hot: false }, WARMUP, duration).await?;
+            let failed: usize = measured.outcomes.iter().filter(|(status, _)| **status != 201).map(|(_, n)| n).sum();
+            ensure!(failed == 0, "{label}: {failed} transfers were not 201: {:?}", measured.outcomes);
+            println!(
+                "round {round} {label:>8}: {:>7.1} transfers/s, p50 {:.1} ms, p99 {:.1} ms",
+                measured.per_sec, measured.p50_ms, measured.p99_ms
+            );
+            results.push(Round { label, measured });
+        }
+    }
+    for db in [&plugins_db, &builtin_db] {
+        let broken: i64 = db.query_one("SELECT coalesce(sum(violations), 0)::int8 FROM ledger.check_invariants()", &[]).await?.get(0);
+        ensure!(broken == 0, "the books do not balance after the run");
+    }
+    let mut ratios: Vec<f64> = results
+        .chunks(2)
+        .map(|pair| {
+            let by = |label: &str| pair.iter().find(|r| r.label == label).map(|r| r.measured.per_sec).unwrap_or(f64::NAN);
+            by("plugins") / by("built in")
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = |label: &str, value: fn(&Measured) -> f64| {
+        let mut values: Vec<f64> = results.iter().filter(|r| r.label == label).map(|r| value(&r.measured)).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!("\n| build | transfers/s (median) | p99 ms (median) |\n|---|---|---|");
+    for label in ["built in", "plugins"] {
+        println!("| {label} | {:.1} | {:.1} |", median(label, |m| m.per_sec), median(label, |m| m.p99_ms));
+    }
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    println!(
+        "\nplugins / built in, per round: {} — median {:.3} (the plugin calls cost {:.1} % of throughput)",
+        shown.join(", "),
+        ratios[ratios.len() / 2],
+        (1.0 - ratios[ratios.len() / 2]) * 100.0
+    );
+    Ok(())
+}
