@@ -79,6 +79,7 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     requirement JSONB;
     requirements JSONB := COALESCE(p_terms -> 'requirements', '[]');
+    i INT;
     window_secs INT;
     counted_window INT;
     window_count BIGINT;
@@ -86,7 +87,9 @@ DECLARE
     cutoff TIMESTAMP;
     posting RECORD;
 BEGIN
-    FOR requirement IN SELECT value FROM jsonb_array_elements(requirements) LOOP
+    -- Indexing the array keeps the loop in PL/pgSQL's expression fast path (no query).
+    FOR i IN 0 .. jsonb_array_length(requirements) - 1 LOOP
+        requirement := requirements -> i;
         CASE requirement ->> 'check'
         WHEN 'verified-initiator' THEN
             IF NOT EXISTS (SELECT 1 FROM identity.users WHERE id = p_user AND email_verified_at IS NOT NULL) THEN

@@ -5,6 +5,14 @@
 //! wasm this crate is `no_std` (no WASI-backed standard library), brings its own allocator
 //! and turns a panic into a trap. Natively it is an ordinary crate, so plugin rules are
 //! unit-tested with `cargo test`.
+//!
+//! # Memory
+//!
+//! Spin instantiates every plugin for every request, and resets each instance's linear
+//! memory when the request ends: a plugin's memory is paid for per posting. The linker's
+//! default 1 MiB stack made each plugin's memory 17 pages; a plugin's `build.rs` asks for
+//! a 64 KiB stack (`cargo::rustc-link-arg-cdylib=-zstack-size=65536`), which a rule that
+//! parses a setting and compares two decimals never comes near.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 

@@ -59,12 +59,13 @@ SELECT count(*) FROM generate_series(1, $WALLETS) n,
 "#;
 
 /// The terms the standard policy (policies/standard) gives a transfer within its limit: the
-/// ledger checks the sender's e-mail is verified.
-const STANDARD_TRANSFER_TERMS: &str = r#"'{"fee":null,"requirements":[{"policy":1,"check":"verified-initiator","problem":{"status":403,"slug":"email-not-verified","title":"E-mail not verified","detail":"verify your e-mail address before moving money"}}]}'::jsonb"#;
+/// ledger checks the sender's e-mail is verified. (A space after every ':', or pgbench
+/// takes `:null` for one of its variables.)
+pub const STANDARD_TRANSFER_TERMS: &str = r#"'{"fee": null, "requirements": [{"policy": 1, "check": "verified-initiator", "problem": {"status": 403, "slug": "email-not-verified", "title": "E-mail not verified", "detail": "verify your e-mail address before moving money"}}]}'::jsonb"#;
 
 /// How pgbench sends the transfer.
 #[derive(Clone, Copy, Debug)]
-enum Sql {
+pub enum Sql {
     /// The bare function call: the raw-SQL yardstick.
     Bare,
     /// As the transfers component's db layer sends it: wrapped to return at least one row.
@@ -97,7 +98,7 @@ impl Sql {
 
 /// The pgbench transaction: one call of the same function the component calls, with the
 /// same argument kinds (fresh key and ids, random wallets, 0.01..1.00 USD).
-fn pgbench_script(hot: bool, sql: Sql) -> String {
+pub fn pgbench_script(hot: bool, sql: Sql) -> String {
     let pick = if hot {
         "\\set other random(2, 10000)\n\\set hot_first random(0, 1)\n\\set a 1 + :hot_first * (:other - 1)\n\\set b :other + :hot_first * (1 - :other)\n"
     } else {
@@ -259,7 +260,7 @@ pub async fn http_run(
 
 /// pgbench running `script` against `database_url` (32 clients, prepared statements);
 /// `label` names its scratch directory.
-fn pgbench_run(platform: &Platform, label: &str, script: &str, database_url: &str, duration: Duration) -> anyhow::Result<Measured> {
+pub fn pgbench_run(platform: &Platform, label: &str, script: &str, database_url: &str, duration: Duration) -> anyhow::Result<Measured> {
     let dir = platform.scratch().join(format!("pgbench-{label}"));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("transfer.sql");
