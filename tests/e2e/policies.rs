@@ -224,3 +224,29 @@ async fn a_plugin_importing_a_capability_is_refused_at_start_up() {
     assert!(message.contains("dependency 'third-policy' of component 'transfers'"), "{message}");
     assert!(message.contains("fermyon:spin/variables@2.0.0"), "{message}");
 }
+
+#[tokio::test]
+async fn a_plugin_whose_export_does_not_fit_the_slot_is_refused_at_start_up() {
+    // Imports nothing, exports the interface by name, but its `evaluate` takes nothing.
+    let misfit = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "evaluate")))
+            (core instance $i (instantiate $m))
+            (func $evaluate (canon lift (core func $i "evaluate")))
+            (instance $policy (export "evaluate" (func $evaluate)))
+            (export "wasmpay:policy/policy@0.1.0" (instance $policy))
+        )"#,
+    )
+    .unwrap();
+    let path = std::env::temp_dir().join(format!("wasmpay-misfit-{}.wasm", std::process::id()));
+    std::fs::write(&path, misfit).unwrap();
+    let db = wasmpay_test_support::postgres::migrated_database().await.expect("a migrated test database");
+    let config = TestApp::config(&db).dependency_source(TRANSFERS, THIRD_SLOT, &path);
+    let outcome = Server::start(config).await;
+    let _ = std::fs::remove_file(&path);
+    let Err(error) = outcome else {
+        panic!("the application started with a plugin that does not fit its slot under {:?}", Runtime::current());
+    };
+    let message = format!("{error:#}");
+    assert!(message.contains("third-policy") && message.contains("not compatible"), "{message}");
+}
