@@ -10,7 +10,7 @@ extern crate alloc;
 
 use alloc::{format, string::String, vec::Vec};
 
-use wasmpay_policy::{CurrencyTable, Decimal, Decision, Guest, Posting, PostingKind, RoundingStrategy, Terms, amount, misconfigured, setting};
+use wasmpay_policy::{Decimal, Decision, Guest, Posting, PostingKind, RoundingStrategy, Terms, amount, table};
 
 const SETTING: &str = "transfer_fees";
 const BASIS_POINTS_PER_UNIT: u32 = 10_000;
@@ -70,12 +70,10 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
     if posting.kind != PostingKind::Transfer {
         return Decision::Allow(terms);
     }
-    let Some(text) = setting(settings, SETTING) else {
-        return Decision::Allow(terms);
-    };
-    let fees = match CurrencyTable::parse(text, Fee::parse) {
-        Ok(fees) => fees,
-        Err(error) => return misconfigured(SETTING, &error),
+    let fees = match table(settings, SETTING, Fee::parse) {
+        Ok(Some(fees)) => fees,
+        Ok(None) => return Decision::Allow(terms),
+        Err(refusal) => return refusal,
     };
     // A transfer always names its currency and amount.
     if let (Some(currency), Some(moved)) = (&posting.currency, posting.amount.as_deref().and_then(amount))

@@ -55,6 +55,18 @@ pub fn setting<'a>(settings: &'a [(alloc::string::String, alloc::string::String)
     settings.iter().find(|(key, _)| key == name).map(|(_, value)| value.trim()).filter(|value| !value.is_empty())
 }
 
+/// The operator's per-currency table `name`, parsed by `value`: `Ok(None)` when it is unset,
+/// `Err` with the [`misconfigured`] refusal when it does not parse.
+pub fn table<T>(
+    settings: &[(alloc::string::String, alloc::string::String)],
+    name: &str,
+    value: impl Fn(&str) -> Result<T, alloc::string::String>,
+) -> Result<Option<CurrencyTable<T>>, Decision> {
+    setting(settings, name)
+        .map(|text| CurrencyTable::parse(text, value).map_err(|error| misconfigured(name, &error)))
+        .transpose()
+}
+
 /// A decimal amount as the engine sends it ("12.50"); `None` if it is not one.
 pub fn amount(text: &str) -> Option<Decimal> {
     text.parse().ok()

@@ -15,7 +15,7 @@ use alloc::{format, string::String, vec::Vec};
 
 use wasmpay_policy::{
     Ceiling, Condition, CurrencyTable, Decision, Guest, Posting, PostingKind, Refusal, Requirement, Terms, amount,
-    misconfigured, positive_amount, setting,
+    positive_amount, table,
 };
 
 struct Standard;
@@ -37,28 +37,24 @@ fn limit_setting(kind: PostingKind) -> Option<&'static str> {
     }
 }
 
-fn above_limit(kind: PostingKind, detail: String) -> Refusal {
-    let _ = kind;
+fn above_limit(detail: String) -> Refusal {
     Refusal::new(422, "amount-above-limit", "Amount above limit", detail)
 }
 
 pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
     let mut requirements = Vec::new();
     if let Some(name) = limit_setting(posting.kind) {
-        let limits = match setting(settings, name).map(|text| CurrencyTable::parse(text, positive_amount)) {
-            None => CurrencyTable::parse("", positive_amount).expect("an empty table parses"),
-            Some(Ok(limits)) => limits,
-            Some(Err(error)) => return misconfigured(name, &error),
+        let limits = match table(settings, name, positive_amount) {
+            Ok(Some(limits)) => limits,
+            Ok(None) => CurrencyTable::parse("", positive_amount).expect("an empty table parses"),
+            Err(refusal) => return refusal,
         };
         match (&posting.currency, posting.amount.as_deref().and_then(amount)) {
             (Some(currency), Some(moved)) => {
                 if let Some(limit) = limits.for_currency(&currency.code)
                     && moved > *limit
                 {
-                    return Decision::Refuse(above_limit(
-                        posting.kind,
-                        format!("one transfer may move at most {limit} {}", currency.code),
-                    ));
+                    return Decision::Refuse(above_limit(format!("one transfer may move at most {limit} {}", currency.code)));
                 }
             }
             _ => requirements.extend(limits.entries().map(|(code, limit)| Requirement {
@@ -68,10 +64,7 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
                     max_amount: Some(format!("{limit}")),
                     max_count: None,
                 }),
-                refusal: above_limit(
-                    posting.kind,
-                    String::from("the amount exceeds the most one posting may move in this currency"),
-                ),
+                refusal: above_limit(String::from("the amount exceeds the most one posting may move in this currency")),
             })),
         }
     }

@@ -14,8 +14,8 @@ extern crate alloc;
 use alloc::{format, string::String, vec::Vec};
 
 use wasmpay_policy::{
-    Ceiling, Condition, CurrencyTable, Decimal, Decision, Guest, Posting, PostingKind, Refusal, Requirement, Terms,
-    misconfigured, positive_amount, setting,
+    Ceiling, Condition, Decimal, Decision, Guest, Posting, PostingKind, Refusal, Requirement, Terms,
+    positive_amount, table,
 };
 
 const SETTING: &str = "transfer_velocity";
@@ -83,12 +83,10 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
     if posting.kind != PostingKind::Transfer {
         return Decision::Allow(terms);
     }
-    let Some(text) = setting(settings, SETTING) else {
-        return Decision::Allow(terms);
-    };
-    let limits = match CurrencyTable::parse(text, Limit::parse) {
-        Ok(limits) => limits,
-        Err(error) => return misconfigured(SETTING, &error),
+    let limits = match table(settings, SETTING, Limit::parse) {
+        Ok(Some(limits)) => limits,
+        Ok(None) => return Decision::Allow(terms),
+        Err(refusal) => return refusal,
     };
     match &posting.currency {
         Some(currency) => terms
