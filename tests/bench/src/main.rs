@@ -62,6 +62,9 @@ enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Serve both builds with wasmpay-host instead of `spin up`.
+        #[arg(long)]
+        host: bool,
     },
     /// bridge relay draining a 50,000-event backlog vs a raw rdkafka producer, and the
     /// commit-to-publish lag at a steady rate.
@@ -107,7 +110,10 @@ fn main() -> anyhow::Result<()> {
                 };
                 transfers::run(options).await
             }
-            Bench::Policies { seconds, rounds } => policies::run(seconds, rounds).await,
+            Bench::Policies { seconds, rounds, host } => {
+                let runtime = if host { platform::Runtime::Host } else { platform::Runtime::Spin };
+                policies::run(seconds, rounds, runtime).await
+            }
             Bench::Relay { rate, seconds, batch_size, rounds } => relay::run(rate, seconds, batch_size, rounds).await,
         }
     })

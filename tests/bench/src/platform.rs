@@ -141,26 +141,41 @@ impl Platform {
 }
 
 impl Platform {
-    /// Serves another build of the application under `spin up`: `manifest` with these
+    /// Serves another build of the application under `runtime`: `manifest` with these
     /// component files, and the platform's variables with `overrides` on top.
-    pub async fn serve_spin_build(
+    pub async fn serve_build(
         &self,
+        runtime: Runtime,
         manifest: std::path::PathBuf,
         component_sources: BTreeMap<String, std::path::PathBuf>,
         overrides: &[(&str, String)],
     ) -> anyhow::Result<Server> {
         let mut variables = self.variables.clone();
         variables.extend(overrides.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
-        let up = SpinUp {
-            manifest,
-            variables,
-            component_sources,
-            ..SpinUp::default()
-        };
-        let spin = SpinApp::start(&up).await.context("spin up did not start")?;
-        Ok(Server {
-            name: "Spin".into(),
-            running: Running::Spin(spin),
+        Ok(match runtime {
+            Runtime::Host => {
+                let mut config = HostConfig::new(manifest);
+                config.variables = variables;
+                config.component_sources = component_sources;
+                let host = wasmpay_host::start(config).await.context("the host did not start")?;
+                Server {
+                    name: "wasmpay-host".into(),
+                    running: Running::Host(host),
+                }
+            }
+            Runtime::Spin => {
+                let up = SpinUp {
+                    manifest,
+                    variables,
+                    component_sources,
+                    ..SpinUp::default()
+                };
+                let spin = SpinApp::start(&up).await.context("spin up did not start")?;
+                Server {
+                    name: "Spin".into(),
+                    running: Running::Spin(spin),
+                }
+            }
         })
     }
 }

@@ -113,7 +113,7 @@ struct Round {
     sql: Measured,
 }
 
-pub async fn run(seconds: u64, rounds: u32) -> anyhow::Result<()> {
+pub async fn run(seconds: u64, rounds: u32, runtime: Runtime) -> anyhow::Result<()> {
     let platform = Platform::start(&[]).await?;
     let builtin = build_builtin(platform.scratch())?;
     let cluster = platform.cluster.as_ref().context("the platform starts its own cluster")?;
@@ -142,16 +142,17 @@ pub async fn run(seconds: u64, rounds: u32) -> anyhow::Result<()> {
         db.batch_execute("VACUUM ANALYZE").await?;
     }
 
-    let plugins = platform.serve(Runtime::Spin).await?;
+    let plugins = platform.serve(runtime).await?;
     let mut builtin_sources: BTreeMap<String, _> = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
     builtin_sources.insert("transfers".into(), builtin.transfers.clone());
     let builtin_server = platform
-        .serve_spin_build(builtin.manifest.clone(), builtin_sources, &[("db_url", builtin_url.clone())])
+        .serve_build(runtime, builtin.manifest.clone(), builtin_sources, &[("db_url", builtin_url.clone())])
         .await?;
     let tokens: Arc<[String]> = (1..=WALLETS).map(|n| token(n, JWT_SECRET)).collect();
     println!(
-        "# policies: POST /transfers under Spin, {WALLETS} wallets, 32 clients, uniform; {rounds} rounds of {seconds} s per build \
+        "# policies: POST /transfers under {}, {WALLETS} wallets, 32 clients, uniform; {rounds} rounds of {seconds} s per build \
          after {} s of warm-up, alternating",
+        plugins.name,
         WARMUP.as_secs()
     );
     let duration = Duration::from_secs(seconds);
