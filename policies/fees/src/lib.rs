@@ -10,7 +10,7 @@ extern crate alloc;
 
 use alloc::{format, string::String, vec::Vec};
 
-use wasmpay_policy::{Decimal, Decision, Guest, Posting, PostingKind, RoundingStrategy, Terms, amount, table};
+use wasmpay_policy::{Decimal, Decision, Guest, Posting, RoundingStrategy, Terms, amount, transfer_table};
 
 const SETTING: &str = "transfer_fees";
 const BASIS_POINTS_PER_UNIT: u32 = 10_000;
@@ -63,17 +63,14 @@ impl Fee {
 }
 
 pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
+    let fees = match transfer_table(posting, settings, SETTING, Fee::parse) {
+        Ok(Some(fees)) => fees,
+        Ok(None) => return wasmpay_policy::allow(),
+        Err(refusal) => return refusal,
+    };
     let mut terms = Terms {
         fee: None,
         requirements: Vec::new(),
-    };
-    if posting.kind != PostingKind::Transfer {
-        return Decision::Allow(terms);
-    }
-    let fees = match table(settings, SETTING, Fee::parse) {
-        Ok(Some(fees)) => fees,
-        Ok(None) => return Decision::Allow(terms),
-        Err(refusal) => return refusal,
     };
     // A transfer always names its currency and amount.
     if let (Some(currency), Some(moved)) = (&posting.currency, posting.amount.as_deref().and_then(amount))
@@ -89,7 +86,7 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
 
 #[cfg(test)]
 mod tests {
-    use wasmpay_policy::Currency;
+    use wasmpay_policy::{Currency, PostingKind};
 
     use super::*;
 

@@ -67,6 +67,20 @@ pub fn table<T>(
         .transpose()
 }
 
+/// For a transfer, the operator's table `name` (as [`table`]); `Ok(None)` for any other
+/// posting: for rules that apply to transfers only.
+pub fn transfer_table<T>(
+    posting: &Posting,
+    settings: &[(alloc::string::String, alloc::string::String)],
+    name: &str,
+    value: impl Fn(&str) -> Result<T, alloc::string::String>,
+) -> Result<Option<CurrencyTable<T>>, Decision> {
+    if posting.kind != PostingKind::Transfer {
+        return Ok(None);
+    }
+    table(settings, name, value)
+}
+
 /// A decimal amount as the engine sends it ("12.50"); `None` if it is not one.
 pub fn amount(text: &str) -> Option<Decimal> {
     text.parse().ok()

@@ -14,8 +14,8 @@ extern crate alloc;
 use alloc::{format, string::String, vec::Vec};
 
 use wasmpay_policy::{
-    Ceiling, Condition, Decimal, Decision, Guest, Posting, PostingKind, Refusal, Requirement, Terms,
-    positive_amount, table,
+    Ceiling, Condition, Decimal, Decision, Guest, Posting, Refusal, Requirement, Terms,
+    positive_amount, transfer_table,
 };
 
 const SETTING: &str = "transfer_velocity";
@@ -76,17 +76,14 @@ impl Limit {
 }
 
 pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
+    let limits = match transfer_table(posting, settings, SETTING, Limit::parse) {
+        Ok(Some(limits)) => limits,
+        Ok(None) => return wasmpay_policy::allow(),
+        Err(refusal) => return refusal,
+    };
     let mut terms = Terms {
         fee: None,
         requirements: Vec::new(),
-    };
-    if posting.kind != PostingKind::Transfer {
-        return Decision::Allow(terms);
-    }
-    let limits = match table(settings, SETTING, Limit::parse) {
-        Ok(Some(limits)) => limits,
-        Ok(None) => return Decision::Allow(terms),
-        Err(refusal) => return refusal,
     };
     match &posting.currency {
         Some(currency) => terms
@@ -99,7 +96,7 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
 
 #[cfg(test)]
 mod tests {
-    use wasmpay_policy::Currency;
+    use wasmpay_policy::{Currency, PostingKind};
 
     use super::*;
 

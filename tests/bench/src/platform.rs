@@ -2,7 +2,11 @@
 //! database given by URL), and the servers under test, each reached at a URL: the components under `spin up` (the
 //! runtime users run), under the in-process wasmpay host, or an external server.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use wasmpay_host::{HostConfig, RunningHost};
@@ -107,14 +111,25 @@ impl Platform {
     /// Serves the components from the release wasm builds under `runtime`, with the same variables either way.
     pub async fn serve(&self, runtime: Runtime) -> anyhow::Result<Server> {
         anyhow::ensure!(self.cluster.is_some(), "servers are started only on a database this process started");
-        let manifest = paths::repo_root().join("spin.toml");
-        let sources: BTreeMap<String, _> = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
+        let sources = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
+        let build = Build {
+            manifest: paths::repo_root().join("spin.toml"),
+            component_sources: sources,
+            dependency_sources: paths::policy_slot_sources(),
+        };
+        self.serve_build(runtime, build, &[]).await
+    }
+
+    /// Serves `build` under `runtime`, with the platform's variables and `overrides` on top.
+    pub async fn serve_build(&self, runtime: Runtime, build: Build, overrides: &[(&str, String)]) -> anyhow::Result<Server> {
+        let mut variables = self.variables.clone();
+        variables.extend(overrides.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
         Ok(match runtime {
             Runtime::Host => {
-                let mut config = HostConfig::new(manifest);
-                config.variables = self.variables.clone();
-                config.component_sources = sources;
-                config.dependency_sources = paths::policy_slot_sources();
+                let mut config = HostConfig::new(build.manifest);
+                config.variables = variables;
+                config.component_sources = build.component_sources;
+                config.dependency_sources = build.dependency_sources;
                 let host = wasmpay_host::start(config).await.context("the host did not start")?;
                 Server {
                     name: "wasmpay-host".into(),
@@ -123,12 +138,11 @@ impl Platform {
             }
             Runtime::Spin => {
                 let up = SpinUp {
-                    manifest,
-                    variables: self.variables.clone(),
-                    component_sources: sources,
-                    dependency_sources: paths::policy_slot_sources(),
-                    runtime_config: None,
-                    from_registry: None,
+                    manifest: build.manifest,
+                    variables,
+                    component_sources: build.component_sources,
+                    dependency_sources: build.dependency_sources,
+                    ..SpinUp::default()
                 };
                 let spin = SpinApp::start(&up).await.context("spin up did not start")?;
                 Server {
@@ -140,44 +154,12 @@ impl Platform {
     }
 }
 
-impl Platform {
-    /// Serves another build of the application under `runtime`: `manifest` with these
-    /// component files, and the platform's variables with `overrides` on top.
-    pub async fn serve_build(
-        &self,
-        runtime: Runtime,
-        manifest: std::path::PathBuf,
-        component_sources: BTreeMap<String, std::path::PathBuf>,
-        overrides: &[(&str, String)],
-    ) -> anyhow::Result<Server> {
-        let mut variables = self.variables.clone();
-        variables.extend(overrides.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
-        Ok(match runtime {
-            Runtime::Host => {
-                let mut config = HostConfig::new(manifest);
-                config.variables = variables;
-                config.component_sources = component_sources;
-                let host = wasmpay_host::start(config).await.context("the host did not start")?;
-                Server {
-                    name: "wasmpay-host".into(),
-                    running: Running::Host(host),
-                }
-            }
-            Runtime::Spin => {
-                let up = SpinUp {
-                    manifest,
-                    variables,
-                    component_sources,
-                    ..SpinUp::default()
-                };
-                let spin = SpinApp::start(&up).await.context("spin up did not start")?;
-                Server {
-                    name: "Spin".into(),
-                    running: Running::Spin(spin),
-                }
-            }
-        })
-    }
+/// A build of the application: its manifest and the files its components and their
+/// dependencies come from.
+pub struct Build {
+    pub manifest: PathBuf,
+    pub component_sources: BTreeMap<String, PathBuf>,
+    pub dependency_sources: BTreeMap<(String, String), PathBuf>,
 }
 
 impl Drop for Platform {

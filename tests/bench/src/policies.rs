@@ -25,7 +25,7 @@ use wasmpay_host::{
 use wasmpay_test_support::{paths, postgres};
 
 use crate::{
-    platform::{JWT_SECRET, Platform, Runtime, Server},
+    platform::{Build, JWT_SECRET, Platform, Runtime, Server},
     transfers::{Measured, STANDARD_TRANSFER_TERMS, Sql, WALLETS, Workload, http_run, pgbench_run, pgbench_script, seed, token},
 };
 
@@ -145,9 +145,12 @@ pub async fn run(seconds: u64, rounds: u32, runtime: Runtime) -> anyhow::Result<
     let plugins = platform.serve(runtime).await?;
     let mut builtin_sources: BTreeMap<String, _> = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
     builtin_sources.insert("transfers".into(), builtin.transfers.clone());
-    let builtin_server = platform
-        .serve_build(runtime, builtin.manifest.clone(), builtin_sources, &[("db_url", builtin_url.clone())])
-        .await?;
+    let builtin_build = Build {
+        manifest: builtin.manifest.clone(),
+        component_sources: builtin_sources,
+        dependency_sources: BTreeMap::new(),
+    };
+    let builtin_server = platform.serve_build(runtime, builtin_build, &[("db_url", builtin_url.clone())]).await?;
     let tokens: Arc<[String]> = (1..=WALLETS).map(|n| token(n, JWT_SECRET)).collect();
     println!(
         "# policies: POST /transfers under {}, {WALLETS} wallets, 32 clients, uniform; {rounds} rounds of {seconds} s per build \

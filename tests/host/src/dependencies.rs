@@ -69,13 +69,22 @@ fn key_matches(key: &str, import: &str) -> bool {
         && key_version.is_none_or(|wanted| Some(wanted) == version)
 }
 
-/// Refuses a dependency importing anything beyond [`RUNTIME_IMPORTS`].
-pub fn check_imports(component: &str, dependency: &Dependency) -> anyhow::Result<()> {
+/// Reads and parses a dependency's file into `graph`.
+fn load(graph: &mut CompositionGraph, name: &str, dependency: &Dependency) -> anyhow::Result<Package> {
     let bytes = std::fs::read(&dependency.source)
         .with_context(|| format!("failed to read component source from disk at path {:?}", dependency.source))?;
+    Package::from_bytes(name, None, bytes, graph.types_mut())
+        .with_context(|| format!("dependency '{}' is not a component", dependency.key))
+}
+
+/// Refuses a dependency importing anything beyond [`RUNTIME_IMPORTS`].
+pub fn check_imports(component: &str, dependency: &Dependency) -> anyhow::Result<()> {
     let mut graph = CompositionGraph::new();
-    let package = Package::from_bytes("wasmpay:dependency", None, bytes, graph.types_mut())
-        .with_context(|| format!("dependency '{}' is not a component", dependency.key))?;
+    let package = load(&mut graph, "wasmpay:dependency", dependency)?;
+    check_package_imports(component, dependency, &graph, &package)
+}
+
+fn check_package_imports(component: &str, dependency: &Dependency, graph: &CompositionGraph, package: &Package) -> anyhow::Result<()> {
     let world = &graph.types()[package.ty()];
     let refused: Vec<&str> = world
         .imports
@@ -113,15 +122,13 @@ pub fn compose(component: &str, main: &Path, dependencies: &[Dependency]) -> any
     let imports: Vec<String> = graph.types()[main_world].imports.keys().cloned().collect();
     let mut plugged: Vec<(&str, &str)> = Vec::new();
     for (number, dependency) in dependencies.iter().enumerate() {
-        check_imports(component, dependency)?;
         let key = dependency.key.as_str();
         let matched: Vec<&String> = imports.iter().filter(|import| key_matches(key, import)).collect();
         if matched.is_empty() {
             bail!("dependency '{key}' doesn't match any imports of component '{component}'");
         }
-        let bytes = std::fs::read(&dependency.source)
-            .with_context(|| format!("failed to read component source from disk at path {:?}", dependency.source))?;
-        let package = Package::from_bytes(&format!("wasmpay:dependency{number}"), None, bytes, graph.types_mut())?;
+        let package = load(&mut graph, &format!("wasmpay:dependency{number}"), dependency)?;
+        check_package_imports(component, dependency, &graph, &package)?;
         let exports: Vec<String> = graph.types()[package.ty()].exports.keys().cloned().collect();
         let package_id = graph.register_package(package)?;
         let instance = graph.instantiate(package_id);
