@@ -25,6 +25,7 @@ use wasmpay_host::{
 use wasmpay_test_support::{paths, postgres};
 
 use crate::{
+    cpu,
     platform::{Build, JWT_SECRET, Platform, Runtime, Server},
     transfers::{Measured, STANDARD_TRANSFER_TERMS, Sql, WALLETS, Workload, http_run, pgbench_run, pgbench_script, seed, token},
 };
@@ -111,6 +112,29 @@ struct Round {
     measured: Measured,
     /// pgbench calling the build's own `ledger.transfer` with what the component sends it.
     sql: Measured,
+    /// CPU per request sent (warm-up included) during the HTTP run.
+    cpu: CpuSplit,
+}
+
+/// Where a request's CPU goes: the runtime (Spin's process tree; zero for the host, which
+/// runs in this process), this process (the load generator, and the host when it serves)
+/// and Postgres (the postmaster's process tree), in ms per request.
+#[derive(Clone, Copy)]
+struct CpuSplit {
+    runtime: f64,
+    this_process: f64,
+    postgres: f64,
+}
+
+impl CpuSplit {
+    fn now(platform: &Platform, server: &Server) -> [Duration; 3] {
+        [server.process_cpu(), cpu::own().0, platform.postmaster().map(cpu::tree_cpu).unwrap_or_default()]
+    }
+
+    fn per_request(before: [Duration; 3], after: [Duration; 3], requests: usize) -> Self {
+        let ms = |i: usize| (after[i] - before[i]).as_secs_f64() * 1e3 / requests.max(1) as f64;
+        Self { runtime: ms(0), this_process: ms(1), postgres: ms(2) }
+    }
 }
 
 pub async fn run(seconds: u64, rounds: u32, runtime: Runtime) -> anyhow::Result<()> {
@@ -178,14 +202,17 @@ pub async fn run(seconds: u64, rounds: u32, runtime: Runtime) -> anyhow::Result<
         for (label, server) in order {
             let (script, url) = if label == "plugins" { (&plugins_sql, &platform.database_url) } else { (&builtin_sql, &builtin_url) };
             let sql = pgbench_run(&platform, &format!("{}-{round}", label.replace(' ', "-")), script, url, duration)?;
+            let before = CpuSplit::now(&platform, server);
             let measured = http_run(server, tokens.clone(), Workload::Transfers { hot: false }, WARMUP, duration).await?;
+            let cpu = CpuSplit::per_request(before, CpuSplit::now(&platform, server), measured.sent);
             let failed: usize = measured.outcomes.iter().filter(|(status, _)| **status != 201).map(|(_, n)| n).sum();
             ensure!(failed == 0, "{label}: {failed} transfers were not 201: {:?}", measured.outcomes);
             println!(
-                "round {round} {label:>8}: POST /transfers {:>7.1}/s, p50 {:.1} ms, p99 {:.1} ms; pgbench ledger.transfer {:>7.1}/s",
-                measured.per_sec, measured.p50_ms, measured.p99_ms, sql.per_sec
+                "round {round} {label:>8}: POST /transfers {:>7.1}/s, p50 {:.1} ms, p99 {:.1} ms; pgbench ledger.transfer {:>7.1}/s; \
+                 CPU per request: runtime {:.3} ms, this process {:.3} ms, Postgres {:.3} ms",
+                measured.per_sec, measured.p50_ms, measured.p99_ms, sql.per_sec, cpu.runtime, cpu.this_process, cpu.postgres
             );
-            results.push(Round { label, measured, sql });
+            results.push(Round { label, measured, sql, cpu });
         }
     }
     for db in [&plugins_db, &builtin_db] {
@@ -208,13 +235,19 @@ pub async fn run(seconds: u64, rounds: u32, runtime: Runtime) -> anyhow::Result<
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    println!("\n| build | POST /transfers/s (median) | p99 ms (median) | pgbench ledger.transfer/s (median) |\n|---|---|---|---|");
+    println!(
+        "\n| build | POST /transfers/s (median) | p99 ms (median) | pgbench ledger.transfer/s (median) | CPU per request (median): \
+         runtime / this process / Postgres |\n|---|---|---|---|---|"
+    );
     for label in ["built in", "plugins"] {
         println!(
-            "| {label} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.3} / {:.3} / {:.3} ms |",
             median(label, |r| r.measured.per_sec),
             median(label, |r| r.measured.p99_ms),
-            median(label, |r| r.sql.per_sec)
+            median(label, |r| r.sql.per_sec),
+            median(label, |r| r.cpu.runtime),
+            median(label, |r| r.cpu.this_process),
+            median(label, |r| r.cpu.postgres)
         );
     }
     for (what, ratios) in [("POST /transfers", ratios(|r| r.measured.per_sec)), ("pgbench ledger.transfer", ratios(|r| r.sql.per_sec))] {

@@ -742,6 +742,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     statement_shapes(&bench).await?;
     if options.database_url.is_none() {
+        notify_cost(&bench).await?;
+        payload_sizes(&bench.admin).await?;
         postgres_profile(&bench).await?;
     }
     summary(&rows, spin_missing);
@@ -770,6 +772,66 @@ async fn statement_shapes(bench: &Bench<'_>) -> anyhow::Result<()> {
         per_sec[2],
         per_sec[2] / per_sec[1]
     );
+    Ok(())
+}
+
+/// What the relay's wake-up costs: pgbench (uniform) on the bare call with the outbox's
+/// statement trigger (one `pg_notify` per posting transaction) enabled and disabled, in two
+/// rounds of opposite order. A notifying transaction takes a cluster-wide lock at commit and
+/// holds it through its WAL flush, so notifying commits cannot share a flush.
+async fn notify_cost(bench: &Bench<'_>) -> anyhow::Result<()> {
+    println!("\n## The outbox's NOTIFY (pgbench, bare ledger.transfer, uniform; rounds on off, then off on)");
+    let mut per_sec = [0.0; 2];
+    for round in [[true, false], [false, true]] {
+        for notify in round {
+            let toggle = if notify { "ENABLE" } else { "DISABLE" };
+            bench.admin.batch_execute(&format!("ALTER TABLE outbox.events {toggle} TRIGGER events_wake_relay")).await?;
+            let measured = bench.run(Runner::Pgbench(Sql::Bare), Workload::Transfers { hot: false }).await;
+            bench.admin.batch_execute("ALTER TABLE outbox.events ENABLE TRIGGER events_wake_relay").await?;
+            let measured = measured?;
+            report(&format!("pgbench, Bare, NOTIFY {}", if notify { "on" } else { "off" }), &measured);
+            per_sec[usize::from(!notify)] += measured.per_sec / 2.0;
+        }
+    }
+    println!(
+        "mean of both rounds: NOTIFY on {:.0}/s, off {:.0}/s: with the trigger {:.3}x of without",
+        per_sec[0],
+        per_sec[1],
+        per_sec[0] / per_sec[1]
+    );
+    Ok(())
+}
+
+/// Whether the JSON a posting stores is large enough to be TOASTed (Postgres moves a value
+/// out of line when its row would pass about 2 kB): the sizes of the outbox payloads and of
+/// the stored idempotent responses, and their tables' TOAST sizes.
+async fn payload_sizes(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
+    println!("\n## Stored JSON per transfer (TOAST)");
+    for (what, sql) in [
+        (
+            "outbox payload of ledger events",
+            "SELECT avg(pg_column_size(payload))::float8, max(pg_column_size(payload))::float8,
+                    count(*) FILTER (WHERE pg_column_size(payload) > 2000)::float8, count(*)::float8,
+                    pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE oid = 'outbox.events'::regclass))::float8
+             FROM outbox.events WHERE aggregate_type = 'ledger'",
+        ),
+        (
+            "stored response of idempotency keys",
+            "SELECT avg(pg_column_size(body))::float8, max(pg_column_size(body))::float8,
+                    count(*) FILTER (WHERE pg_column_size(body) > 2000)::float8, count(*)::float8,
+                    pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE oid = 'ledger.idempotency_keys'::regclass))::float8
+             FROM ledger.idempotency_keys WHERE body IS NOT NULL",
+        ),
+    ] {
+        let row = admin.query_one(sql, &[]).await?;
+        let (mean, max, over, rows, toast): (Option<f64>, Option<f64>, f64, f64, f64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        println!(
+            "{what}: {:.0} bytes on average, {:.0} at most, {over:.0} of {rows:.0} over 2,000 bytes; TOAST table {toast:.0} bytes",
+            mean.unwrap_or_default(),
+            max.unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
