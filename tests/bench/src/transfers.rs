@@ -784,8 +784,9 @@ async fn notify_cost(bench: &Bench<'_>) -> anyhow::Result<()> {
     let mut per_sec = [0.0; 2];
     for round in [[true, false], [false, true]] {
         for notify in round {
-            let toggle = if notify { "ENABLE" } else { "DISABLE" };
-            bench.admin.batch_execute(&format!("ALTER TABLE outbox.events {toggle} TRIGGER events_wake_relay")).await?;
+            if !notify {
+                bench.admin.batch_execute("ALTER TABLE outbox.events DISABLE TRIGGER events_wake_relay").await?;
+            }
             let measured = bench.run(Runner::Pgbench(Sql::Bare), Workload::Transfers { hot: false }).await;
             bench.admin.batch_execute("ALTER TABLE outbox.events ENABLE TRIGGER events_wake_relay").await?;
             let measured = measured?;
@@ -807,23 +808,17 @@ async fn notify_cost(bench: &Bench<'_>) -> anyhow::Result<()> {
 /// the stored idempotent responses, and their tables' TOAST sizes.
 async fn payload_sizes(admin: &tokio_postgres::Client) -> anyhow::Result<()> {
     println!("\n## Stored JSON per transfer (TOAST)");
-    for (what, sql) in [
-        (
-            "outbox payload of ledger events",
-            "SELECT avg(pg_column_size(payload))::float8, max(pg_column_size(payload))::float8,
-                    count(*) FILTER (WHERE pg_column_size(payload) > 2000)::float8, count(*)::float8,
-                    pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE oid = 'outbox.events'::regclass))::float8
-             FROM outbox.events WHERE aggregate_type = 'ledger'",
-        ),
-        (
-            "stored response of idempotency keys",
-            "SELECT avg(pg_column_size(body))::float8, max(pg_column_size(body))::float8,
-                    count(*) FILTER (WHERE pg_column_size(body) > 2000)::float8, count(*)::float8,
-                    pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE oid = 'ledger.idempotency_keys'::regclass))::float8
-             FROM ledger.idempotency_keys WHERE body IS NOT NULL",
-        ),
+    for (what, table, column, which) in [
+        ("outbox payload of ledger events", "outbox.events", "payload", "aggregate_type = 'ledger'"),
+        ("stored response of idempotency keys", "ledger.idempotency_keys", "body", "body IS NOT NULL"),
     ] {
-        let row = admin.query_one(sql, &[]).await?;
+        let sql = format!(
+            "SELECT avg(pg_column_size({column}))::float8, max(pg_column_size({column}))::float8,
+                    count(*) FILTER (WHERE pg_column_size({column}) > 2000)::float8, count(*)::float8,
+                    pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE oid = '{table}'::regclass))::float8
+             FROM {table} WHERE {which}"
+        );
+        let row = admin.query_one(&sql, &[]).await?;
         let (mean, max, over, rows, toast): (Option<f64>, Option<f64>, f64, f64, f64) =
             (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         println!(
