@@ -9,10 +9,14 @@
 //! # Memory
 //!
 //! Spin instantiates every plugin for every request, and resets each instance's linear
-//! memory when the request ends: a plugin's memory is paid for per posting. The linker's
-//! default 1 MiB stack made each plugin's memory 17 pages; a plugin's `build.rs` asks for
-//! a 64 KiB stack (`cargo::rustc-link-arg-cdylib=-zstack-size=65536`), which a rule that
-//! parses a setting and compares two decimals never comes near.
+//! memory when the request ends: a plugin's memory is paid for per posting, page by page.
+//! A plugin's `build.rs` asks for a 16 KiB stack (`cargo::rustc-link-arg-cdylib=-zstack-size=16384`)
+//! instead of the linker's 1 MiB, which a rule that parses a setting and compares two
+//! decimals never comes near; the stack comes first, so an overflow traps instead of
+//! overwriting data. Stack, data and a posting's allocations then fit in the one 64 KiB
+//! page the module declares, and the allocator never grows memory for them. Measured under
+//! Spin with three plugins: 17 pages each cost 23 % of `POST /transfers` throughput, 2
+//! pages (a 64 KiB stack) 0.28 ms of Spin's CPU per request, 1 page 0.09 ms.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
