@@ -196,7 +196,7 @@ pub struct RelayArgs {
     /// Most outbox rows read and published per batch.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
     pub relay_batch_size: i64,
-    /// Poll the outbox at least this often (milliseconds), notifications or not.
+    /// How often a listening (idle) relay reads the outbox (milliseconds), notified or not.
     #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 1_000)]
     pub relay_poll_interval_ms: u64,
     /// How often a standby tries to become the leader (milliseconds).

@@ -6,7 +6,14 @@
 //! leader reads unpublished rows in outbox order in bounded batches, publishes them with
 //! an idempotent producer (key = aggregate id, CloudEvents binary-mode headers), and marks
 //! only the rows the broker acknowledged. It never skips a row: at least once, in order per
-//! key. It wakes on LISTEN/NOTIFY and polls as a fallback.
+//! key.
+//!
+//! Writers notify only a listening relay (`migrations/V10__outbox_notify_only_a_listening_relay.sql`):
+//! a NOTIFY serialises committing transactions, which cost `ledger.transfer` a third of its
+//! rate. While events keep coming, the leader polls every `AWAKE_POLL`; after `LISTEN_AFTER`
+//! without one, it tells writers to notify again (once no writer that may have skipped
+//! notifying is still running), reads once more, and sleeps on LISTEN with a poll every
+//! `RELAY_POLL_INTERVAL_MS` as the fallback.
 //!
 //! Several batches are in flight at once (`MAX_BATCHES_IN_FLIGHT`): while the broker
 //! acknowledges one, the next are read and queued. A read while batches are in flight
@@ -44,6 +51,14 @@ use crate::{
 /// Advisory lock key of the relay leadership ("relay" in ASCII).
 const LEADER_LOCK_KEY: i64 = 0x72_656c_6179;
 const CHANNEL: &str = "outbox_events";
+/// Advisory lock key writers take shared before deciding to notify ("wakeup" in ASCII; the
+/// same literal is in `outbox.notify_relay()`).
+const WAKEUP_LOCK_KEY: i64 = 0x77_616b_6575_70;
+/// How often a relay that has seen events recently reads the outbox (writers do not notify
+/// it meanwhile).
+const AWAKE_POLL: Duration = Duration::from_millis(5);
+/// How long without events before the relay asks writers to notify and sleeps.
+const LISTEN_AFTER: Duration = Duration::from_millis(250);
 /// Rows pruned per statement, and statements per prune round.
 const PRUNE_BATCH: i64 = 10_000;
 const MAX_PRUNE_ROUNDS: usize = 10;
@@ -222,6 +237,10 @@ async fn lead(
     let mut cursor: Option<i64> = None;
     let mut lowest_read_at = Instant::now();
     let mut marks = FuturesOrdered::new();
+    // Whether writers notify: not while this leader polls.
+    let mut listening = false;
+    set_listening(client, false).await?;
+    let mut last_events_at = Instant::now();
     loop {
         // A failed mark ends the leadership (its rows are still unpublished and go out
         // again).
@@ -260,6 +279,11 @@ async fn lead(
         if may_read {
             let batch = fetch(client, args.relay_batch_size, cursor).await?;
             if let Some(last) = batch.last() {
+                if listening {
+                    set_listening(client, false).await?;
+                    listening = false;
+                }
+                last_events_at = Instant::now();
                 if in_flight.is_empty() {
                     // Only an outage with events in flight matters.
                     outage.take();
@@ -274,6 +298,22 @@ async fn lead(
                 if !refused {
                     continue;
                 }
+            } else if in_flight.is_empty() && !listening {
+                if last_events_at.elapsed() < LISTEN_AFTER {
+                    tokio::select! {
+                        () = tokio::time::sleep(AWAKE_POLL) => {}
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                } else {
+                    // Notifications from before are stale; then read once more, for the
+                    // events of writers that skipped notifying before the handshake.
+                    while notifications.try_recv().is_ok() {}
+                    listening = start_listening(client).await?;
+                    if !listening {
+                        last_events_at = Instant::now();
+                    }
+                }
+                continue;
             } else if in_flight.is_empty() {
                 tokio::select! {
                     notification = notifications.recv() => {
@@ -334,6 +374,31 @@ async fn lead(
         }
         retry_delay = (retry_delay * 2).min(RETRY_MAX);
     }
+}
+
+/// Asks writers to notify, if no writer that may have decided not to is still running (see
+/// `migrations/V10__outbox_notify_only_a_listening_relay.sql`). `false`: a writer holds the
+/// wake-up lock, so writers are told not to notify again and the relay polls on. The
+/// relay never waits for the lock, so no writer ever waits for the relay.
+async fn start_listening(client: &Client) -> anyhow::Result<bool> {
+    set_listening(client, true).await?;
+    let row = client
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&WAKEUP_LOCK_KEY])
+        .await
+        .context("cannot take the wake-up lock")?;
+    let quiet = row.get::<_, bool>(0);
+    if !quiet {
+        set_listening(client, false).await?;
+    }
+    Ok(quiet)
+}
+
+async fn set_listening(client: &Client, listening: bool) -> anyhow::Result<()> {
+    client
+        .execute("UPDATE outbox.relay_wakeup SET listening = $1", &[&listening])
+        .await
+        .context("cannot tell writers whether to notify")?;
+    Ok(())
 }
 
 /// Marks the rows the broker acknowledged as published, and counts them relayed.

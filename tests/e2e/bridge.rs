@@ -539,3 +539,50 @@ async fn an_event_committed_late_behind_published_ones_is_still_published_once()
     let duplicates = published_once_or_more(&config, &ids).await;
     assert_eq!(duplicates, 0, "no relay crashed, so nothing was sent twice");
 }
+
+/// Writers notify only a listening relay (V10): an idle relay listens and is woken by the
+/// next commit, not by its poll; events committed while it goes to sleep — some by writers
+/// still running when it tries the wake-up lock — are never left for the poll. With the
+/// poll a minute away, an event missed by both would fail the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_relay_is_woken_by_the_next_commit_and_misses_none_while_it_falls_asleep() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    config.env = vec![("RELAY_POLL_INTERVAL_MS".into(), "60000".into())];
+    let _relay = config.spawn("relay");
+    let listening = || async {
+        let sql = app.sql().await;
+        sql.query_one("SELECT listening FROM outbox.relay_wakeup", &[]).await.unwrap().get::<_, bool>(0)
+    };
+    eventually(Duration::from_secs(30), "the idle relay listening", || async { listening().await }).await;
+
+    let mut ids = write_deposit_events(&app, 1, 1).await;
+    eventually(Duration::from_secs(5), "the event published on its notification", || async { unpublished(&app).await == 0 })
+        .await;
+
+    // Commits spaced around the relay's 250 ms of idleness before it listens, each holding
+    // the wake-up lock for 20 ms before it commits.
+    let mut writer = app.sql().await;
+    for n in 0..30u64 {
+        let transaction = writer.transaction().await.unwrap();
+        let id: String = transaction
+            .query_one(
+                "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+                 VALUES (gen_random_uuid(), 'ledger', 'sleepy', 'deposit.completed', '{\"sleepy\": true}')
+                 RETURNING id::text",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        transaction.execute("SELECT pg_sleep(0.02)", &[]).await.unwrap();
+        transaction.commit().await.unwrap();
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(200 + (n * 37) % 100)).await;
+    }
+    eventually(Duration::from_secs(5), "every event published without the poll", || async { unpublished(&app).await == 0 })
+        .await;
+    eventually(Duration::from_secs(5), "the relay listening again", || async { listening().await }).await;
+    assert_eq!(published_once_or_more(&config, &ids).await, 0, "no relay crashed, so nothing was sent twice");
+}
