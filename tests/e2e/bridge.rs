@@ -235,6 +235,20 @@ async fn write_deposit_events(app: &TestApp, count: usize, per_transaction: usiz
     ids
 }
 
+/// Inserts one ledger event in `transaction`, left to the caller to commit; its id.
+async fn insert_event(transaction: &tokio_postgres::Transaction<'_>, aggregate_id: &str) -> String {
+    transaction
+        .query_one(
+            "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
+             VALUES (gen_random_uuid(), 'ledger', $1, 'deposit.completed', jsonb_build_object($1::text, true))
+             RETURNING id::text",
+            &[&aggregate_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub(crate) async fn unpublished(app: &TestApp) -> i64 {
     crate::money::count(app, "SELECT count(*) FROM outbox.events WHERE published_at IS NULL").await
 }
@@ -515,16 +529,7 @@ async fn an_event_committed_late_behind_published_ones_is_still_published_once()
     // The late transaction takes its position, then waits.
     let mut late = app.sql().await;
     let transaction = late.transaction().await.unwrap();
-    let late_id: String = transaction
-        .query_one(
-            "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
-             VALUES (gen_random_uuid(), 'ledger', 'late', 'deposit.completed', '{\"late\": true}')
-             RETURNING id::text",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let late_id = insert_event(&transaction, "late").await;
     // Meanwhile 1,000 events behind it are committed and published (several batches of 50
     // in flight past the late position).
     let mut ids = write_deposit_events(&app, 1_000, 100).await;
@@ -566,16 +571,7 @@ async fn an_idle_relay_is_woken_by_the_next_commit_and_misses_none_while_it_fall
     let mut writer = app.sql().await;
     for n in 0..30u64 {
         let transaction = writer.transaction().await.unwrap();
-        let id: String = transaction
-            .query_one(
-                "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
-                 VALUES (gen_random_uuid(), 'ledger', 'sleepy', 'deposit.completed', '{\"sleepy\": true}')
-                 RETURNING id::text",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let id = insert_event(&transaction, "sleepy").await;
         transaction.execute("SELECT pg_sleep(0.02)", &[]).await.unwrap();
         transaction.commit().await.unwrap();
         ids.push(id);
