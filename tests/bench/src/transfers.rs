@@ -776,12 +776,11 @@ async fn statement_shapes(bench: &Bench<'_>) -> anyhow::Result<()> {
 }
 
 /// What the relay's wake-up costs: pgbench (uniform) on the bare call with the outbox's
-/// statement trigger (one `pg_notify` per posting transaction) enabled and disabled, in two
-/// rounds of opposite order. A notifying transaction takes a cluster-wide lock at commit and
-/// holds it through its WAL flush, so notifying commits cannot share a flush.
+/// statement trigger as a listening relay makes it (every writer notifies, as every writer
+/// did before V10), as a polling relay makes it (none does), and disabled, in two rounds of
+/// opposite order. A notifying transaction takes a cluster-wide lock at commit and holds it
+/// through its WAL flush, so notifying commits cannot share a flush.
 async fn notify_cost(bench: &Bench<'_>) -> anyhow::Result<()> {
-    // The outbox trigger as a listening relay makes it (every writer notifies, as every
-    // writer did before V10), as a polling relay makes it (none does), and disabled.
     const MODES: [(&str, Option<bool>); 3] = [("relay listening", Some(true)), ("relay polling", Some(false)), ("trigger off", None)];
     println!("\n## The outbox's NOTIFY (pgbench, bare ledger.transfer, uniform; rounds in one order, then the other)");
     let mut per_sec = [0.0; MODES.len()];
