@@ -34,7 +34,9 @@ async fn a_transfer_moves_money_between_two_wallets_atomically() {
 
     let event = newest_event(&app, body["id"].as_str().unwrap(), &["transfer.completed"]).await;
     assert_eq!(event["sender"]["userId"], alice.id.as_str());
+    assert_eq!(event["sender"]["email"], alice.email.as_str());
     assert_eq!(event["recipient"]["accountId"], to.as_str());
+    assert_eq!(event["recipient"]["userId"], bob.id.as_str());
     assert_eq!(event["amount"], "12.34");
 
     let path = format!("/transfers/{}", body["id"].as_str().unwrap());
@@ -315,6 +317,9 @@ async fn the_recipient_refunds_up_to_what_is_left() {
     assert_eq!((partial.json()["fromAccountId"].as_str(), partial.json()["toAccountId"].as_str()), (Some(to.as_str()), Some(from.as_str())));
     let event = newest_event(&app, &original, &["transfer.refunded"]).await;
     assert_eq!((event["amount"].as_str(), event["refundedAmount"].as_str()), (Some("10.00"), Some("10.00")));
+    let parties = |party: &str| (event[party]["accountId"].clone(), event[party]["userId"].clone(), event[party]["email"].clone());
+    assert_eq!(parties("refundedBy"), (json!(to), json!(bob.id), json!(bob.email)));
+    assert_eq!(parties("refundedTo"), (json!(from), json!(alice.id), json!(alice.email)));
 
     let sender = refund(&alice, Some(json!({ "amount": "1" }))).await;
     sender.expect(404);
