@@ -1,11 +1,14 @@
-//! The platform contract (`wit/world.wit`, world `component`): a built component may import
-//! only what the world imports and must export `wasi:http/incoming-handler`; the transfers
-//! component may also import its policy slots (`wit/policy/policy.wit`, world `engine`).
+//! The platform contract (`wit/world.wit`): a built component may import only what the
+//! world `component` imports and must export `wasi:http/handler` (WASIp3), or fit the world
+//! `component-wasip2` (exporting `wasi:http/incoming-handler`), which third parties' older
+//! components still meet; wasmpay's own are WASIp3. The transfers component may also import
+//! its policy slots (`wit/policy/policy.wit`, world `engine`).
 //! A policy plugin may import only what the world `plugin-runtime` imports (the Rust ones
 //! import nothing) and must export `wasmpay:policy/policy`. Interfaces
 //! match as Spin's and wasmtime's linkers match them: same package and interface, a
-//! semver-compatible version (same major, and same minor while the major is 0), and every
-//! function the component imports present in the contract's version of the interface.
+//! semver-compatible version (same major, and same minor while the major is 0; a
+//! pre-release such as 0.3.0-rc-2026-03-15 only itself), and every function the component
+//! imports present in the contract's version of the interface.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -30,6 +33,7 @@ impl Interface {
         }
         match (&self.version, &provided.version) {
             (None, None) => true,
+            (Some(wanted), Some(offered)) if !wanted.pre.is_empty() || !offered.pre.is_empty() => wanted == offered,
             (Some(wanted), Some(offered)) => {
                 wanted.major == offered.major && (wanted.major != 0 || wanted.minor == offered.minor)
             }
@@ -101,9 +105,14 @@ fn contract(name: &'static str, dir: &str, worlds: &[&str]) -> Contract {
     contract
 }
 
-/// A wasi-http component of the platform (`wit/world.wit`, world `component`).
+/// A wasi-http component of the platform (`wit/world.wit`, world `component`): WASIp3.
 fn platform() -> Contract {
     contract("the platform world", "", &["component"])
+}
+
+/// A WASIp2 component of the platform (`wit/world.wit`, world `component-wasip2`).
+fn platform_wasip2() -> Contract {
+    contract("the WASIp2 platform world", "", &["component-wasip2"])
 }
 
 /// The transfers component: a platform component that also imports the policy slots
@@ -188,10 +197,38 @@ fn a_component_importing_outside_the_world_is_rejected() {
         "imports wasi:http/outgoing-handler@0.2.6, which the platform world does not provide",
         "imports wasi:random/random@0.3.0, which the platform world does not provide",
         "imports wasi:random/insecure@0.2.9 function get-frobnicated-bytes",
-        "does not export wasi:http/incoming-handler",
+        "does not export wasi:http/handler",
     ] {
         assert!(problems.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {problems:#?}");
     }
+}
+
+/// wasmpay's components are WASIp3; the older shape is a contract of its own, which they do
+/// not meet (they export the 0.3 handler) and a WASIp2 component does.
+#[test]
+fn wasip2_components_meet_the_wasip2_world_and_ours_are_wasip3() {
+    for component in ["identity", "accounts", "web"] {
+        let problems = check_file(&platform_wasip2(), &paths::component(component));
+        assert!(problems.iter().any(|p| p == "does not export wasi:http/incoming-handler"), "{component}: {problems:#?}");
+    }
+    let legacy = wat::parse_str(
+        r#"(component
+            (import "spin:postgres/postgres@4.0.0" (instance))
+            (import "fermyon:spin/variables@2.0.0" (instance))
+            (import "wasi:cli/environment@0.2.3" (instance))
+            (import "spin:variables/variables@3.0.0" (instance))
+        )"#,
+    )
+    .unwrap();
+    let problems = violations(&platform_wasip2(), &legacy);
+    assert_eq!(
+        problems,
+        [
+            "imports spin:variables/variables@3.0.0, which the WASIp2 platform world does not provide",
+            "does not export wasi:http/incoming-handler",
+        ],
+        "a WASIp2 component imports Postgres 4.0.0 and variables 2.0.0"
+    );
 }
 
 #[test]
@@ -213,7 +250,7 @@ fn every_shipped_policy_plugin_meets_the_plugin_contract_and_the_rust_ones_impor
 fn a_plugin_importing_a_capability_is_rejected() {
     let problems = check_file(&plugin(), &paths::policy("policy-nosy"));
     assert!(
-        problems.iter().any(|p| p == "imports fermyon:spin/variables@2.0.0, which the plugin world does not provide"),
+        problems.iter().any(|p| p == "imports spin:variables/variables@3.0.0, which the plugin world does not provide"),
         "{problems:#?}"
     );
     let outside = wat::parse_str(
@@ -263,4 +300,8 @@ fn any_compatible_version_meets_the_contract() {
     assert!(interface("wasi:io/streams@0.2.12").compatible_with(&contract), "linkers match any 0.2.x");
     assert!(!interface("wasi:io/streams@0.3.0").compatible_with(&contract));
     assert!(!interface("wasi:io/poll@0.2.6").compatible_with(&contract));
+    let release_candidate = interface("wasi:http/types@0.3.0-rc-2026-03-15");
+    assert!(interface("wasi:http/types@0.3.0-rc-2026-03-15").compatible_with(&release_candidate));
+    assert!(!interface("wasi:http/types@0.3.0").compatible_with(&release_candidate), "a release is not its candidate");
+    assert!(!interface("wasi:http/types@0.3.0-rc-2025-09-16").compatible_with(&release_candidate));
 }

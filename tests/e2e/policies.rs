@@ -222,7 +222,7 @@ async fn a_plugin_importing_a_capability_is_refused_at_start_up() {
     };
     let message = format!("{error:#}");
     assert!(message.contains("dependency 'third-policy' of component 'transfers'"), "{message}");
-    assert!(message.contains("fermyon:spin/variables@2.0.0"), "{message}");
+    assert!(message.contains("spin:variables/variables@3.0.0"), "{message}");
 }
 
 #[tokio::test]

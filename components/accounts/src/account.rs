@@ -3,11 +3,10 @@
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use spin_sdk::pg4::DbValue;
 use uuid::Uuid;
 use wasmpay_common::{
     currency::Currency,
-    db::{self, DbError},
+    db::{self, DbError, Value as DbValue},
     money::format_amount,
     time,
 };

@@ -5,23 +5,22 @@
 //! postings find the wallet closed (and the `closed_is_empty` constraint would refuse any
 //! that did not look).
 
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
     db::{self, Db, Query},
-    http,
+    http::{self, Request, Response},
     problem::Problem,
     router::Params,
 };
 
 use crate::account::{ACCOUNT_COLUMNS, AccountView};
 
-pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
+pub async fn handle(request: Request, params: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
     let not_found = || Problem::not_found("no wallet with this id");
     let id = params.uuid("id").ok_or_else(not_found)?;
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
             &Query::with(
@@ -44,7 +43,8 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
                  FROM target t LEFT JOIN a ON true"),
             ),
             &[id.into(), caller.user_id.into(), Uuid::now_v7().into()],
-        )?
+        )
+        .await?
         .ok_or_else(not_found)?;
     if db::get::<bool>(&row, 0)? {
         return Ok(http::json(200, &AccountView::from_row(&row[2..])?));

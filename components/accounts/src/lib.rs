@@ -6,19 +6,19 @@ mod close;
 mod open;
 mod view;
 
-use spin_sdk::{
-    http::{Request, Response},
-    http_component,
-};
-use wasmpay_common::{health, router::Router};
+use spin_sdk::http_service;
+use wasmpay_common::{health, http::Response, router::{self, Router}};
 
-#[http_component]
-fn handle(request: Request) -> Response {
+#[http_service]
+async fn handle(request: spin_sdk::http::Request) -> Response {
+    router::serve(request, routes).await
+}
+
+fn routes() -> Router {
     Router::new()
         .get("/accounts/health", |_, _| health::report("accounts", env!("CARGO_PKG_VERSION")))
         .post("/accounts", open::handle)
         .get("/accounts/me", view::mine)
         .get("/accounts/:id", view::one)
         .delete("/accounts/:id", close::handle)
-        .handle(&request)
 }

@@ -2,13 +2,12 @@
 //! on first use, with the `account.opened` event in the same statement.
 
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth, config,
     currency::Currency,
     db::{Db, Query, sqlstate},
-    http,
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
 };
@@ -22,21 +21,21 @@ struct OpenBody {
 }
 
 /// `allowed_currencies`: comma-separated ISO codes this deployment accepts; empty = all.
-fn currency_allowed(currency: Currency) -> Result<bool, Problem> {
-    let allowed = config::text("allowed_currencies")?;
+async fn currency_allowed(currency: Currency) -> Result<bool, Problem> {
+    let allowed = config::text("allowed_currencies").await?;
     let codes: Vec<&str> = allowed.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
     Ok(codes.is_empty() || codes.iter().any(|code| code.eq_ignore_ascii_case(currency.code())))
 }
 
-pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let body: OpenBody = http::json_body(request)?;
+pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let body: OpenBody = http::json_body(&request)?;
     let currency = match body.currency.as_deref().map(Currency::parse) {
         Some(Ok(currency)) => currency,
         Some(Err(e)) => return Err(FieldError::new("currency", e.to_string()).into()),
         None => return Err(FieldError::new("currency", "is required").into()),
     };
-    if !currency_allowed(currency)? {
+    if !currency_allowed(currency).await? {
         return Err(Problem::unprocessable(
             "currency-not-supported",
             "Currency not supported",
@@ -44,7 +43,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
         ));
     }
     let account_id = Uuid::now_v7();
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     let opened = db.query_opt(
         &Query::with(
             &format!("settlement AS (
@@ -71,7 +70,8 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             Uuid::now_v7().into(),
             i16::try_from(currency.scale()).unwrap_or(i16::MAX).into(),
         ],
-    );
+    )
+    .await;
     let opened = match opened {
         Err(e) if e.sqlstate() == Some(sqlstate::FOREIGN_KEY_VIOLATION) => {
             return Err(Problem::not_found("the user of this access token no longer exists"));

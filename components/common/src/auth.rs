@@ -5,11 +5,11 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::Request;
 use uuid::Uuid;
 
 use crate::{
     config::{self, ConfigError},
+    http::Request,
     problem::Problem,
 };
 
@@ -24,8 +24,8 @@ pub struct JwtConfig {
 
 impl JwtConfig {
     /// Reads `jwt_secret`, `jwt_issuer` and `jwt_audience`.
-    pub fn load() -> Result<Self, ConfigError> {
-        let secret = config::text("jwt_secret")?.into_bytes();
+    pub async fn load() -> Result<Self, ConfigError> {
+        let secret = config::text("jwt_secret").await?.into_bytes();
         if secret.len() < MIN_SECRET_BYTES {
             return Err(ConfigError::Invalid {
                 name: "jwt_secret",
@@ -34,8 +34,8 @@ impl JwtConfig {
         }
         Ok(Self {
             secret,
-            issuer: config::text("jwt_issuer")?,
-            audience: config::text("jwt_audience")?,
+            issuer: config::text("jwt_issuer").await?,
+            audience: config::text("jwt_audience").await?,
         })
     }
 }
@@ -108,11 +108,8 @@ pub fn verify(config: &JwtConfig, token: &str) -> Result<Principal, TokenError> 
 
 /// The caller of a request that must carry `Authorization: Bearer <access token>`.
 /// Missing credentials and bad tokens are 401s with the RFC 6750 challenge.
-pub fn authenticate(request: &Request) -> Result<Principal, Problem> {
-    let header = request
-        .header("authorization")
-        .and_then(|value| value.as_str())
-        .unwrap_or_default();
+pub async fn authenticate(request: &Request) -> Result<Principal, Problem> {
+    let header = request.header("authorization").unwrap_or_default();
     let Some(token) = header
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -122,7 +119,7 @@ pub fn authenticate(request: &Request) -> Result<Principal, Problem> {
         return Err(Problem::unauthorized("this request needs an access token (Authorization: Bearer …)")
             .with_header("www-authenticate", "Bearer realm=\"wasmpay\""));
     };
-    let config = JwtConfig::load()?;
+    let config = JwtConfig::load().await?;
     verify(&config, token).map_err(|error| invalid_token(&error.to_string()))
 }
 

@@ -20,20 +20,20 @@ impl From<ConfigError> for Problem {
 }
 
 /// The raw value of a variable the component declares.
-pub fn text(name: &'static str) -> Result<String, ConfigError> {
-    spin_sdk::variables::get(name).map_err(|e| ConfigError::Unavailable {
+pub async fn text(name: &'static str) -> Result<String, ConfigError> {
+    spin_sdk::variables::get(name).await.map_err(|e| ConfigError::Unavailable {
         name,
         reason: e.to_string(),
     })
 }
 
 /// A variable parsed into `T`; the manifest gives every such variable a default.
-pub fn parsed<T>(name: &'static str) -> Result<T, ConfigError>
+pub async fn parsed<T>(name: &'static str) -> Result<T, ConfigError>
 where
     T: FromStr,
     T::Err: std::fmt::Display,
 {
-    text(name)?.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+    text(name).await?.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
         name,
         reason: e.to_string(),
     })

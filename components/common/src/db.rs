@@ -1,25 +1,15 @@
-//! The one way a component talks to PostgreSQL: Spin's `spin:postgres/postgres@4.0.0`.
+//! The one way a component talks to PostgreSQL: Spin's `spin:postgres/postgres@4.2.0`,
+//! asynchronously (WASIp3).
 //!
-//! Spin pools connections per address and resets each one when the request ends, so a
-//! component opens one connection per request and runs each transaction on it.
+//! # Connections
 //!
-//! # Every row-returning statement returns at least one row
-//!
-//! Under Spin 4.0.0 to 4.0.2, a `query` whose result has zero rows never returns: the host
-//! waits for the column list, which Postgres only sends with the first row
-//! (spinframework/spin issue 3671, fixed by PR 3673 after 4.0.2). The request hangs, with
-//! nothing logged. Spin 3.x and later 4.0.x answer with an empty row set. To work on all of
-//! them, components never send a statement that can match no row:
-//!
-//! - statements that return nothing go through [`Db::execute`];
-//! - statements that return rows are a [`Query`], which [`Db::query_all`],
-//!   [`Db::query_opt`] and [`Db::query_one`] wrap as
-//!   `SELECT … FROM (VALUES (1)) AS one LEFT JOIN (<the query>) AS found ON true`: one row
-//!   of NULLs stands for "no match", and these methods hand back only the matched rows.
-//!
-//! There is no raw `query` here, so a statement cannot bypass the rule. The test host
-//! (`wasmpay-host`) fails any zero-row `query` loudly, so a statement that slipped past it
-//! fails the test suite instead of hanging production.
+//! A request takes one connection for itself ([`Db::connect`]) and runs each of its
+//! transactions on it as a single statement. The instance keeps the connection for its
+//! next request instead of handing it back to Spin's pool, which would reset it: see
+//! [`kept`] for the rules that make that safe. A new connection gets the statement timeout
+//! of the `db_statement_timeout_ms` variable: a statement stuck on a lock or a slow plan
+//! is cancelled by Postgres (changing nothing) and the request answers 503, before Spin's
+//! request timeout would end it with an empty 500.
 //!
 //! # Access tokens end with their session
 //!
@@ -29,8 +19,18 @@
 //! expired. The check costs no round trip; the caller gets 401 `invalid-token`, as for a
 //! bad signature. Work an authenticated request does on user data is therefore a
 //! [`Query`]; [`Db::execute`] is for statements made on no one's behalf (login failures).
+//!
+//! The check hangs on a row that always exists: the query is wrapped as
+//! `SELECT … FROM (SELECT identity.require_session(…)) AS session, (VALUES (1)) AS one
+//! LEFT JOIN (<the query>) AS found ON true`, so Postgres evaluates the check even when the
+//! query matches nothing (an empty side would let it skip the other), and the methods hand
+//! back only the matched rows. (The same shape once kept WASIp2 components off Spin
+//! 4.0.0–4.0.2's zero-row `query` hang, spinframework/spin issue 3671, which the
+//! asynchronous `query` of WASIp3 does not have.)
 
-use spin_sdk::pg4::{self, Connection, DbValue, Decode, ParameterValue, PgError, RowSet};
+mod kept;
+
+use spin_sdk::pg::{self, Connection, DbValue, Decode, ParameterValue, PgError};
 
 use crate::{
     auth::{self, Principal},
@@ -38,7 +38,7 @@ use crate::{
     problem::Problem,
 };
 
-pub use pg4::{DbValue as Value, ParameterValue as Param};
+pub use pg::{DbValue as Value, ParameterValue as Param};
 
 /// SQLSTATE codes the components react to.
 pub mod sqlstate {
@@ -50,6 +50,8 @@ pub mod sqlstate {
     pub const RAISE_EXCEPTION: &str = "P0001";
     /// `identity.require_session`: the access token's session has ended.
     pub const SESSION_ENDED: &str = "28000";
+    /// `query_canceled`: the statement ran past `statement_timeout`.
+    pub const QUERY_CANCELED: &str = "57014";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,37 +82,41 @@ impl DbError {
             Some(sqlstate::SERIALIZATION_FAILURE | sqlstate::DEADLOCK_DETECTED)
         )
     }
+
+    /// The connection failed (or may have), rather than the statement's SQL: no SQLSTATE
+    /// at all, or one of class 08 (connection exception) or 57P (the server shut down).
+    fn is_connection_failure(&self) -> bool {
+        match self {
+            DbError::Query { code, .. } => code.starts_with("08") || code.starts_with("57P"),
+            DbError::Connect(_) | DbError::Other(_) => true,
+            DbError::Decode { .. } => false,
+        }
+    }
 }
 
 impl From<PgError> for DbError {
     fn from(error: PgError) -> Self {
         match error {
             PgError::ConnectionFailed(reason) => DbError::Connect(reason),
-            PgError::QueryFailed(pg4::QueryError::DbError(db)) => DbError::Query {
+            PgError::QueryFailed(pg::QueryError::DbError(db)) => DbError::Query {
                 code: db.code,
                 message: db.message,
             },
-            PgError::QueryFailed(pg4::QueryError::Text(text)) => match sqlstate_in_text(&text) {
-                Some(code) => DbError::Query { code, message: text },
-                None => DbError::Other(text),
-            },
-            PgError::BadParameter(text) | PgError::ValueConversionFailed(text) | PgError::Other(text) => {
-                DbError::Other(text)
-            }
+            PgError::QueryFailed(pg::QueryError::Text(text))
+            | PgError::BadParameter(text)
+            | PgError::ValueConversionFailed(text)
+            | PgError::Other(text) => DbError::Other(text),
         }
     }
 }
 
-/// Spin 4.0.0 to 4.0.2 hand a failed `query` to the guest as `QueryError::Text` holding
-/// the debug form of the structured error (`Error::QueryFailed(QueryError::DbError(DbError
-/// { …, code: "40001", … }))`) instead of `QueryError::DbError` (observed for `query`, the
-/// only call whose SQLSTATE the components act on; not checked for `execute`). The SQLSTATE
-/// is read back from that text, so retries and refusals that depend on it behave the same
-/// on every release.
-fn sqlstate_in_text(text: &str) -> Option<String> {
-    let (_, after) = text.split_once("DbError {")?.1.split_once("code: \"")?;
-    let code = after.get(..5)?;
-    (code.bytes().all(|b| b.is_ascii_alphanumeric()) && after[5..].starts_with('"')).then(|| code.to_owned())
+impl From<pg::Error> for DbError {
+    fn from(error: pg::Error) -> Self {
+        match error {
+            pg::Error::PgError(error) => error.into(),
+            pg::Error::Decode(reason) => DbError::Other(reason),
+        }
+    }
 }
 
 impl From<DbError> for Problem {
@@ -119,55 +125,66 @@ impl From<DbError> for Problem {
             return auth::invalid_token("the session of this access token has ended; sign in again");
         }
         eprintln!("database error: {error}");
-        match error {
-            DbError::Connect(_) => Problem::service_unavailable("the database is unreachable; nothing was changed"),
-            _ => Problem::internal(),
+        if error.sqlstate() == Some(sqlstate::QUERY_CANCELED) {
+            return Problem::new(
+                503,
+                "database-timeout",
+                "Database timed out",
+                "the database did not finish this request in time; nothing was changed, retry shortly",
+            )
+            .with_header("retry-after", "1");
         }
+        if error.is_connection_failure() {
+            return Problem::service_unavailable(
+                "the database is unreachable or the connection to it was lost; retry shortly (a payment with the same Idempotency-Key)",
+            );
+        }
+        Problem::internal()
     }
 }
 
+/// A request's connection to the database named by the `db_url` variable.
 pub struct Db {
-    connection: Connection,
+    lease: kept::Lease,
     /// Whose session every query checks, for a request with an access token.
     caller: Option<Principal>,
 }
 
 impl Db {
-    /// Opens a connection to the database named by the `db_url` variable, for work done on
-    /// no one's behalf (health, registration, login, refresh).
-    pub fn connect() -> Result<Self, Problem> {
-        let url = config::text("db_url")?;
-        let connection = Connection::open(&url).map_err(DbError::from)?;
-        Ok(Self { connection, caller: None })
+    /// A connection for work done on no one's behalf (health, registration, login, refresh).
+    pub async fn connect() -> Result<Self, Problem> {
+        let url = config::text("db_url").await?;
+        let lease = kept::Lease::take(url, configure).await?;
+        Ok(Self { lease, caller: None })
     }
 
-    /// Opens a connection for an authenticated caller: every query on it also checks that
-    /// the caller's session is live (see the module documentation).
-    pub fn connect_as(caller: &Principal) -> Result<Self, Problem> {
+    /// A connection for an authenticated caller: every query on it also checks that the
+    /// caller's session is live (see the module documentation).
+    pub async fn connect_as(caller: &Principal) -> Result<Self, Problem> {
         Ok(Self {
             caller: Some(*caller),
-            ..Self::connect()?
+            ..Self::connect().await?
         })
     }
 
     /// A statement that returns no rows (`INSERT`, `UPDATE`, `DELETE` without `RETURNING`):
     /// the number of rows it affected.
-    pub fn execute(&self, statement: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
-        Ok(self.connection.execute(statement, params)?)
+    pub async fn execute(&self, statement: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
+        let connection = self.lease.start();
+        let outcome = connection.execute(statement, params).await.map_err(DbError::from);
+        self.lease.finished(&outcome);
+        outcome
     }
 
     /// Every row the query matched, in its order (none is an empty vector).
-    pub fn query_all(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Vec<Row>, DbError> {
-        let result: RowSet = match &self.caller {
-            None => self.connection.query(&query.at_least_one_row(None), params)?,
-            Some(caller) => {
-                let mut all = params.to_vec();
-                all.extend([caller.session_id.into(), caller.user_id.into()]);
-                self.connection.query(&query.at_least_one_row(Some(params.len() + 1)), &all)?
-            }
+    pub async fn query_all(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Vec<Row>, DbError> {
+        let Some(caller) = &self.caller else {
+            return self.rows(query.statement(), params.to_vec()).await;
         };
-        Ok(result
-            .rows
+        let mut all = params.to_vec();
+        all.extend([caller.session_id.into(), caller.user_id.into()]);
+        let rows = self.rows(query.session_checked(params.len() + 1), all).await?;
+        Ok(rows
             .into_iter()
             .filter(|row| matches!(row.first(), Some(DbValue::Boolean(true))))
             .map(|mut row| row.split_off(WRAPPER_COLUMNS))
@@ -175,27 +192,56 @@ impl Db {
     }
 
     /// The first row the query matched, if any.
-    pub fn query_opt(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Option<Row>, DbError> {
-        Ok(self.query_all(query, params)?.into_iter().next())
+    pub async fn query_opt(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Option<Row>, DbError> {
+        Ok(self.query_all(query, params).await?.into_iter().next())
     }
 
     /// The row a query must match.
-    pub fn query_one(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Row, DbError> {
-        self.query_opt(query, params)?
+    pub async fn query_one(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Row, DbError> {
+        self.query_opt(query, params)
+            .await?
             .ok_or_else(|| DbError::Other("the query matched no row".into()))
     }
+
+    /// Sends one statement and reads all its rows, then its outcome.
+    async fn rows(&self, statement: String, params: Vec<ParameterValue>) -> Result<Vec<Row>, DbError> {
+        let connection = self.lease.start();
+        let outcome = async {
+            let (_, rows, result) = connection.query(statement, params).await?.into_inner();
+            let rows = rows.collect().await;
+            result.await?;
+            Ok(rows)
+        }
+        .await;
+        self.lease.finished(&outcome);
+        outcome
+    }
+}
+
+/// Gives a connection Spin just opened the request-independent session settings: the
+/// statement timeout (`db_statement_timeout_ms`, 0 for none).
+async fn configure(connection: Connection) -> Result<Connection, Problem> {
+    let timeout_ms: u32 = config::parsed("db_statement_timeout_ms").await?;
+    connection
+        .execute(
+            "SELECT set_config('statement_timeout', $1, false)",
+            [ParameterValue::Str(timeout_ms.to_string())],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(connection)
 }
 
 /// One result row, as Spin hands it over.
 pub type Row = Vec<DbValue>;
 
-/// Columns the wrapper puts before the query's own: `matched`, `ordinal`.
+/// Columns the session wrapper puts before the query's own: `matched`, `ordinal`.
 const WRAPPER_COLUMNS: usize = 2;
 
 /// A statement that returns rows: optional common table expressions (which may modify
 /// data) and the `SELECT` whose rows are wanted. Kept apart because Postgres allows
-/// data-modifying `WITH` only at the top level of a statement, while the `SELECT` is
-/// wrapped in a subquery (see the module documentation).
+/// data-modifying `WITH` only at the top level of a statement, while the session check
+/// wraps the `SELECT` in a subquery (see the module documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
     with: Option<&'a str>,
@@ -213,20 +259,27 @@ impl<'a> Query<'a> {
         Self { with: Some(ctes), select }
     }
 
-    /// The statement sent to Postgres: at least one row, whatever matches. `ordinal` keeps
-    /// the query's own order through the join. With `session_params`, the number of the
-    /// first of two parameters holding the caller's session and user ids, the statement
-    /// also checks that session (and fails as a whole if it has ended).
-    pub fn at_least_one_row(&self, session_params: Option<usize>) -> String {
+    /// The statement as written.
+    pub fn statement(&self) -> String {
+        match self.with {
+            Some(ctes) => format!("WITH {ctes}\n{}", self.select),
+            None => self.select.to_owned(),
+        }
+    }
+
+    /// The statement that also checks the caller's session: `session_params` numbers the
+    /// first of two parameters holding the session and user ids. It fails as a whole if
+    /// that session has ended, and returns one row whatever matches (see the module
+    /// documentation); `ordinal` keeps the query's own order through the join.
+    pub fn session_checked(&self, session_params: usize) -> String {
         let with = self.with.map(|ctes| format!("WITH {ctes}\n")).unwrap_or_default();
-        let session = session_params
-            .map(|n| format!("(SELECT identity.require_session(${n}, ${})) AS session, ", n + 1))
-            .unwrap_or_default();
+        let n = session_params;
         format!(
-            "{with}SELECT found.* FROM {session}(VALUES (1)) AS one
+            "{with}SELECT found.* FROM (SELECT identity.require_session(${n}, ${})) AS session, (VALUES (1)) AS one
              LEFT JOIN (SELECT true AS matched, row_number() OVER () AS ordinal, q.* FROM ({select}) AS q) AS found
              ON true
              ORDER BY found.ordinal",
+            n + 1,
             select = self.select
         )
     }
@@ -256,20 +309,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sqlstate_is_read_back_from_spin_4_0s_text_errors() {
-        let text = r#"Error::QueryFailed(QueryError::DbError(DbError { as-text: "Error { kind: Db, code: SqlState(E40001) }", severity: "ERROR", code: "40001", message: "could not serialize access", detail: None, extras: [] }))"#;
-        assert_eq!(sqlstate_in_text(text).as_deref(), Some("40001"));
-        let error = DbError::from(PgError::QueryFailed(pg4::QueryError::Text(text.into())));
-        assert!(error.is_transient(), "{error:?}");
-        assert_eq!(sqlstate_in_text("connection reset by peer"), None);
-        assert_eq!(sqlstate_in_text(r#"DbError { code: "4000" }"#), None);
+    fn queries_are_sent_as_written_or_with_the_session_check() {
+        assert_eq!(Query::select("SELECT 1").statement(), "SELECT 1");
+        assert_eq!(Query::with("a AS (SELECT 1)", "SELECT * FROM a").statement(), "WITH a AS (SELECT 1)\nSELECT * FROM a");
+        let checked = Query::with("a AS (SELECT 1)", "SELECT * FROM a").session_checked(3);
+        assert!(checked.starts_with("WITH a AS (SELECT 1)\nSELECT found.* FROM (SELECT identity.require_session($3, $4)) AS session, (VALUES (1))"), "{checked}");
     }
 
     #[test]
-    fn queries_return_at_least_one_row_and_may_check_the_session() {
-        let plain = Query::select("SELECT 1").at_least_one_row(None);
-        assert!(plain.starts_with("SELECT found.* FROM (VALUES (1)) AS one"), "{plain}");
-        let checked = Query::with("a AS (SELECT 1)", "SELECT * FROM a").at_least_one_row(Some(3));
-        assert!(checked.starts_with("WITH a AS (SELECT 1)\nSELECT found.* FROM (SELECT identity.require_session($3, $4)) AS session, (VALUES (1))"), "{checked}");
+    fn only_a_statement_s_own_sqlstate_leaves_the_connection_usable() {
+        let query = |code: &str| DbError::Query { code: code.into(), message: String::new() };
+        for own in ["23505", "40001", "57014", "28000", "P0001"] {
+            assert!(!query(own).is_connection_failure(), "{own}");
+        }
+        for lost in ["08006", "57P01", "57P03"] {
+            assert!(query(lost).is_connection_failure(), "{lost}");
+        }
+        assert!(DbError::Other("Error { kind: Closed, cause: None }".into()).is_connection_failure());
+        assert!(DbError::Connect("refused".into()).is_connection_failure());
     }
 }

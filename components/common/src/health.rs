@@ -1,11 +1,10 @@
 //! `GET /<prefix>/health`: proves the component runs and reaches its database.
 
 use serde::Serialize;
-use spin_sdk::http::Response;
 
 use crate::{
     db::{self, Db, Query},
-    http,
+    http::{self, Response},
     problem::Problem,
 };
 
@@ -19,9 +18,9 @@ struct Health {
 }
 
 /// Reports the component and the newest migration applied to the database it uses.
-pub fn report(component: &'static str, version: &'static str) -> Result<Response, Problem> {
-    let db = Db::connect()?;
-    let row = db.query_one(&Query::select("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history"), &[])?;
+pub async fn report(component: &'static str, version: &'static str) -> Result<Response, Problem> {
+    let db = Db::connect().await?;
+    let row = db.query_one(&Query::select("SELECT COALESCE(MAX(version), 0) FROM refinery_schema_history"), &[]).await?;
     let schema_version: i32 = db::get(&row, 0)?;
     Ok(http::json(
         200,

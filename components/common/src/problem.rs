@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
-use spin_sdk::http::Response;
+
+use crate::http::Response;
 
 /// Base URI of every problem `type` this platform emits.
 pub const TYPE_BASE: &str = "https://wasmpay.dev/problems/";

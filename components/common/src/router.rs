@@ -6,10 +6,16 @@
 //! The path picks one route pattern first (the most specific, as Spin picks a component),
 //! and only then the method: `/accounts/me` names the resource of the literal pattern, so
 //! a `DELETE` there is a 405 listing `GET`, never a call of `/accounts/:id`'s handler.
+//!
+//! Spin reuses a WASIp3 instance for many requests, several at once: [`serve`] builds the
+//! table once per instance and runs each request's handler as its own future.
 
-use spin_sdk::http::{Method, Request, Response};
+use std::{cell::OnceCell, future::Future, pin::Pin, rc::Rc};
 
-use crate::problem::Problem;
+use crate::{
+    http::{Method, Request, Response},
+    problem::Problem,
+};
 
 /// Path parameters captured by a route such as `/accounts/:id`.
 pub struct Params(Vec<(String, String)>);
@@ -25,7 +31,8 @@ impl Params {
     }
 }
 
-pub type Handler = fn(&Request, &Params) -> Result<Response, Problem>;
+type Outcome = Pin<Box<dyn Future<Output = Result<Response, Problem>>>>;
+type Handler = Box<dyn Fn(Request, Params) -> Outcome>;
 
 #[derive(Default)]
 pub struct Router {
@@ -42,23 +49,44 @@ impl Router {
         Self::default()
     }
 
-    pub fn get(self, path: &str, handler: Handler) -> Self {
-        self.route(Method::Get, path, handler)
+    pub fn get<F, R>(self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request, Params) -> R + 'static,
+        R: Future<Output = Result<Response, Problem>> + 'static,
+    {
+        self.route(Method::GET, path, handler)
     }
 
-    pub fn post(self, path: &str, handler: Handler) -> Self {
-        self.route(Method::Post, path, handler)
+    pub fn post<F, R>(self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request, Params) -> R + 'static,
+        R: Future<Output = Result<Response, Problem>> + 'static,
+    {
+        self.route(Method::POST, path, handler)
     }
 
-    pub fn patch(self, path: &str, handler: Handler) -> Self {
-        self.route(Method::Patch, path, handler)
+    pub fn patch<F, R>(self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request, Params) -> R + 'static,
+        R: Future<Output = Result<Response, Problem>> + 'static,
+    {
+        self.route(Method::PATCH, path, handler)
     }
 
-    pub fn delete(self, path: &str, handler: Handler) -> Self {
-        self.route(Method::Delete, path, handler)
+    pub fn delete<F, R>(self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request, Params) -> R + 'static,
+        R: Future<Output = Result<Response, Problem>> + 'static,
+    {
+        self.route(Method::DELETE, path, handler)
     }
 
-    fn route(mut self, method: Method, path: &str, handler: Handler) -> Self {
+    fn route<F, R>(mut self, method: Method, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request, Params) -> R + 'static,
+        R: Future<Output = Result<Response, Problem>> + 'static,
+    {
+        let handler: Handler = Box::new(move |request, params| Box::pin(handler(request, params)));
         match self.patterns.iter_mut().find(|(pattern, _)| pattern == path) {
             Some((_, methods)) => methods.push((method, handler)),
             None => {
@@ -73,14 +101,14 @@ impl Router {
         self
     }
 
-    pub fn handle(&self, request: &Request) -> Response {
+    pub async fn handle(&self, request: Request) -> Response {
         let path = request.path();
         let Some(found) = self.by_path.best_match(path) else {
             return Problem::not_found(format!("no resource at {path}")).into_response();
         };
         let (_, methods) = &self.patterns[*found.handler()];
         let Some((_, handler)) = methods.iter().find(|(method, _)| method == request.method()) else {
-            let allowed: Vec<&str> = methods.iter().map(|(method, _)| method_name(method)).collect();
+            let allowed: Vec<&str> = methods.iter().map(|(method, _)| method.as_str()).collect();
             return Problem::method_not_allowed(&allowed).into_response();
         };
         let params = Params(
@@ -90,22 +118,22 @@ impl Router {
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
                 .collect(),
         );
-        handler(request, &params).unwrap_or_else(Problem::into_response)
+        handler(request, params).await.unwrap_or_else(Problem::into_response)
     }
 }
 
-fn method_name(method: &Method) -> &'static str {
-    match method {
-        Method::Get => "GET",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Patch => "PATCH",
-        Method::Delete => "DELETE",
-        Method::Head => "HEAD",
-        Method::Options => "OPTIONS",
-        Method::Connect => "CONNECT",
-        Method::Trace => "TRACE",
-        Method::Other(_) => "OTHER",
+thread_local! {
+    /// The component's route table, built by the first request the instance serves.
+    static ROUTES: OnceCell<Rc<Router>> = const { OnceCell::new() };
+}
+
+/// Serves one request of Spin's with the component's route table (`routes` builds it, once
+/// per instance).
+pub async fn serve(request: spin_sdk::http::Request, routes: fn() -> Router) -> Response {
+    let router = ROUTES.with(|cell| cell.get_or_init(|| Rc::new(routes())).clone());
+    match Request::read(request).await {
+        Ok(request) => router.handle(request).await,
+        Err(problem) => problem.into_response(),
     }
 }
 
@@ -113,8 +141,11 @@ fn method_name(method: &Method) -> &'static str {
 mod tests {
     use super::*;
 
-    fn named(_: &Request, params: &Params) -> Result<Response, Problem> {
-        Ok(Response::builder().status(200).body(params.get("id").unwrap_or("literal").to_owned()).build())
+    async fn named(_: Request, params: Params) -> Result<Response, Problem> {
+        Ok(Response::builder()
+            .status(200)
+            .body(params.get("id").unwrap_or("literal").to_owned())
+            .build())
     }
 
     fn accounts() -> Router {
@@ -126,36 +157,32 @@ mod tests {
     }
 
     fn call(method: Method, path: &str) -> Response {
-        accounts().handle(&Request::builder().method(method).uri(path).build())
-    }
-
-    fn allow(response: &Response) -> Option<&str> {
-        response.header("allow").and_then(|value| value.as_str())
+        futures::executor::block_on(accounts().handle(Request::new(method, path, &[], b"")))
     }
 
     #[test]
     fn the_most_specific_pattern_serves_its_methods() {
-        assert_eq!(call(Method::Get, "/accounts/me").body(), b"literal");
-        assert_eq!(call(Method::Get, "/accounts/42").body(), b"42");
-        assert_eq!(call(Method::Delete, "/accounts/42").body(), b"42");
+        assert_eq!(call(Method::GET, "/accounts/me").body(), b"literal");
+        assert_eq!(call(Method::GET, "/accounts/42").body(), b"42");
+        assert_eq!(call(Method::DELETE, "/accounts/42").body(), b"42");
     }
 
     #[test]
     fn a_405_lists_the_methods_of_the_pattern_the_path_names() {
-        for method in [Method::Options, Method::Delete, Method::Post] {
+        for method in [Method::OPTIONS, Method::DELETE, Method::POST] {
             let response = call(method, "/accounts/me");
-            assert_eq!(*response.status(), 405);
-            assert_eq!(allow(&response), Some("GET"));
+            assert_eq!(response.status(), 405);
+            assert_eq!(response.header("allow"), Some("GET"));
         }
-        let response = call(Method::Patch, "/accounts/42");
-        assert_eq!(*response.status(), 405);
-        assert_eq!(allow(&response), Some("GET, DELETE"));
+        let response = call(Method::PATCH, "/accounts/42");
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.header("allow"), Some("GET, DELETE"));
     }
 
     #[test]
     fn unknown_paths_are_404s() {
-        let response = call(Method::Get, "/accounts/42/nothing");
-        assert_eq!(*response.status(), 404);
-        assert_eq!(allow(&response), None);
+        let response = call(Method::GET, "/accounts/42/nothing");
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.header("allow"), None);
     }
 }

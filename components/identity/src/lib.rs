@@ -10,14 +10,15 @@ mod settings;
 mod users;
 mod verification;
 
-use spin_sdk::{
-    http::{Request, Response},
-    http_component,
-};
-use wasmpay_common::{health, router::Router};
+use spin_sdk::http_service;
+use wasmpay_common::{health, http::Response, router::{self, Router}};
 
-#[http_component]
-fn handle(request: Request) -> Response {
+#[http_service]
+async fn handle(request: spin_sdk::http::Request) -> Response {
+    router::serve(request, routes).await
+}
+
+fn routes() -> Router {
     Router::new()
         .get("/auth/health", |_, _| health::report("identity", env!("CARGO_PKG_VERSION")))
         .post("/auth/register", register::handle)
@@ -31,5 +32,4 @@ fn handle(request: Request) -> Response {
         .get("/users/me", profile::get)
         .patch("/users/me", profile::update)
         .post("/users/me/password", profile::change_password)
-        .handle(&request)
 }

@@ -6,15 +6,11 @@
 //! `Retry-After` until the oldest counted failure leaves the window.
 
 use serde::{Deserialize, Serialize};
-use spin_sdk::{
-    http::{Request, Response},
-    pg4::ParameterValue,
-};
 use uuid::Uuid;
 use wasmpay_common::{
-    db::{self, Db, Query},
+    db::{self, Db, Param, Query},
     email::Email,
-    http,
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
 };
@@ -46,17 +42,17 @@ fn invalid_credentials() -> Problem {
     Problem::unauthorized("the e-mail address or password is incorrect").with_header("www-authenticate", "Bearer realm=\"wasmpay\"")
 }
 
-pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let body: LoginBody = http::json_body(request)?;
+pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
+    let body: LoginBody = http::json_body(&request)?;
     let (Some(email), Some(password)) = (body.email, body.password) else {
         return Err(Problem::validation(vec![FieldError::new("email, password", "both are required")]));
     };
     // A malformed address cannot belong to an account: it looks up no user (it may hold what
     // no text column can, such as NUL) and is answered and throttled as any unknown one.
     let email_key = Email::parse(&email).ok().map(|e| e.key());
-    let settings = Settings::load()?;
+    let settings = Settings::load().await?;
     let throttle_key = email_key_hash(email_key.as_deref().unwrap_or(&email.trim().to_lowercase()));
-    let db = Db::connect()?;
+    let db = Db::connect().await?;
     let attempt = db.query_one(
         &Query::select("SELECT u.id, u.password_hash,
                 (SELECT count(*) FROM identity.login_failures f
@@ -72,11 +68,12 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
          LEFT JOIN identity.users u ON u.email_key = $2"),
         &[
             throttle_key.clone().into(),
-            email_key.map_or(ParameterValue::DbNull, Into::into),
+            email_key.map_or(Param::DbNull, Into::into),
             settings.login_failure_window_secs.into(),
             settings.login_max_failures.into(),
         ],
-    )?;
+    )
+    .await?;
     let user_id: Option<Uuid> = db::get(&attempt, 0)?;
     let stored_hash: Option<String> = db::get(&attempt, 1)?;
     let failures: i64 = db::get(&attempt, 2)?;
@@ -86,10 +83,10 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
     }
     let matches = verify_password(&password, stored_hash.as_deref(), settings.bcrypt_cost);
     let Some(user_id) = user_id.filter(|_| matches) else {
-        record_failure(&db, throttle_key, settings.login_failure_window_secs)?;
+        record_failure(&db, throttle_key, settings.login_failure_window_secs).await?;
         return Err(invalid_credentials());
     };
-    let (tokens, user) = sessions::start(&db, user_id, request, &settings, throttle_key)?;
+    let (tokens, user) = sessions::start(&db, user_id, &request, &settings, throttle_key).await?;
     Ok(http::json(200, &LoggedIn { tokens, user }))
 }
 
@@ -103,7 +100,7 @@ pub fn throttled(retry_after_secs: Option<i64>) -> Problem {
 }
 
 /// Counts a failed attempt, pruning a bounded batch of failures older than the window.
-pub fn record_failure(db: &Db, throttle_key: Vec<u8>, window_secs: i64) -> Result<(), Problem> {
+pub async fn record_failure(db: &Db, throttle_key: Vec<u8>, window_secs: i64) -> Result<(), Problem> {
     db.execute(
         "WITH expired AS (
              DELETE FROM identity.login_failures
@@ -114,6 +111,7 @@ pub fn record_failure(db: &Db, throttle_key: Vec<u8>, window_secs: i64) -> Resul
          )
          INSERT INTO identity.login_failures (email_key) VALUES ($1)",
         &[throttle_key.into(), window_secs.into()],
-    )?;
+    )
+    .await?;
     Ok(())
 }

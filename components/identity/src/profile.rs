@@ -2,12 +2,11 @@
 //! `POST /users/me/password {currentPassword, newPassword}`.
 
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
     db::{self, Db, Query},
-    http,
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
 };
@@ -23,11 +22,12 @@ fn user_gone() -> Problem {
     Problem::not_found("the user of this access token no longer exists")
 }
 
-pub fn get(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let db = Db::connect_as(&caller)?;
+pub async fn get(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let db = Db::connect_as(&caller).await?;
     let row = db
-        .query_opt(&Query::select(&format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $1")), &[caller.user_id.into()])?
+        .query_opt(&Query::select(&format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $1")), &[caller.user_id.into()])
+        .await?
         .ok_or_else(user_gone)?;
     Ok(http::json(200, &UserView::from_row(&row, 0)?))
 }
@@ -39,15 +39,15 @@ struct ProfileChanges {
     full_name: Option<String>,
 }
 
-pub fn update(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let changes: ProfileChanges = http::json_body(request)?;
+pub async fn update(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let changes: ProfileChanges = http::json_body(&request)?;
     let full_name = match changes.full_name.as_deref().map(parse_full_name) {
         Some(Ok(name)) => name,
         Some(Err(message)) => return Err(FieldError::new("fullName", message).into()),
         None => return Err(FieldError::new("fullName", "is required").into()),
     };
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
             &Query::with(
@@ -59,7 +59,8 @@ pub fn update(request: &Request, _: &Params) -> Result<Response, Problem> {
                 &format!("SELECT {USER_COLUMNS} FROM u"),
             ),
             &[caller.user_id.into(), full_name.into()],
-        )?
+        )
+        .await?
         .ok_or_else(user_gone)?;
     Ok(http::json(200, &UserView::from_row(&row, 0)?))
 }
@@ -75,9 +76,9 @@ struct PasswordChange {
 
 /// Changes the password after checking the current one (throttled like logins), ends
 /// every other session and records `user.password_changed`.
-pub fn change_password(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let change: PasswordChange = http::json_body(request)?;
+pub async fn change_password(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let change: PasswordChange = http::json_body(&request)?;
     let Some(current) = change.current_password else {
         return Err(FieldError::new("currentPassword", "is required").into());
     };
@@ -89,8 +90,8 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
         Some(Err(message)) => return Err(FieldError::new("newPassword", message).into()),
         None => return Err(FieldError::new("newPassword", "is required").into()),
     };
-    let settings = Settings::load()?;
-    let db = Db::connect_as(&caller)?;
+    let settings = Settings::load().await?;
+    let db = Db::connect_as(&caller).await?;
     let account = db
         .query_opt(
             &Query::select("SELECT u.password_hash, u.email_key,
@@ -109,7 +110,8 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
                 settings.login_failure_window_secs.into(),
                 settings.login_max_failures.into(),
             ],
-        )?
+        )
+        .await?
         .ok_or_else(user_gone)?;
     let stored_hash: String = db::get(&account, 0)?;
     let throttle_key = email_key_hash(&db::get::<String>(&account, 1)?);
@@ -117,7 +119,7 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
         return Err(throttled(db::get(&account, 3)?));
     }
     if !verify_password(&current, Some(&stored_hash), settings.bcrypt_cost) {
-        record_failure(&db, throttle_key, settings.login_failure_window_secs)?;
+        record_failure(&db, throttle_key, settings.login_failure_window_secs).await?;
         return Err(Problem::forbidden(
             "current-password-incorrect",
             "Current password incorrect",
@@ -154,6 +156,7 @@ pub fn change_password(request: &Request, _: &Params) -> Result<Response, Proble
             throttle_key.into(),
             Uuid::now_v7().into(),
         ],
-    )?;
+    )
+    .await?;
     Ok(http::no_content())
 }

@@ -3,12 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     db::{self, Db, Query},
     email::Email,
-    http,
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
 };
@@ -95,19 +94,19 @@ struct Registered {
     message: &'static str,
 }
 
-pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let registration = Registration::try_from(http::json_body::<RegisterBody>(request)?)?;
-    let settings = Settings::load()?;
+pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
+    let registration = Registration::try_from(http::json_body::<RegisterBody>(&request)?)?;
+    let settings = Settings::load().await?;
     let password_hash = registration.password.hash(settings.bcrypt_cost)?;
     let user_id = Uuid::now_v7();
-    let issued = verification::issue(user_id, settings.verification_ttl_secs)?;
+    let issued = verification::issue(user_id, settings.verification_ttl_secs).await?;
     let payload = json!({
         "userId": user_id,
         "email": registration.email.as_str(),
         "fullName": registration.full_name,
         "verification": issued.event_field(),
     });
-    let db = Db::connect()?;
+    let db = Db::connect().await?;
     let created = db.query_opt(
         &Query::with(
             &format!("u AS (
@@ -135,7 +134,8 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             db::jsonb(&payload)?,
             registration.email.key().into(),
         ],
-    )?;
+    )
+    .await?;
     let Some(row) = created else {
         return Err(Problem::conflict(
             "email-taken",

@@ -7,12 +7,11 @@
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth::{self, JwtConfig, Principal},
-    db::{self, Db, Query},
-    http,
+    db::{self, Db, Param, Query},
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
     time,
@@ -33,8 +32,8 @@ pub struct TokenPair {
     refresh_token: String,
 }
 
-fn token_pair(principal: Principal, refresh_token: String, settings: &Settings) -> Result<TokenPair, Problem> {
-    let jwt = JwtConfig::load()?;
+async fn token_pair(principal: Principal, refresh_token: String, settings: &Settings) -> Result<TokenPair, Problem> {
+    let jwt = JwtConfig::load().await?;
     Ok(TokenPair {
         access_token: auth::issue(&jwt, principal, time::unix_now(), settings.access_ttl_secs)?,
         token_type: "Bearer",
@@ -43,7 +42,7 @@ fn token_pair(principal: Principal, refresh_token: String, settings: &Settings) 
     })
 }
 
-fn ttl_param(secs: u64) -> spin_sdk::pg4::ParameterValue {
+fn ttl_param(secs: u64) -> Param {
     i64::try_from(secs).unwrap_or(i64::MAX).into()
 }
 
@@ -51,7 +50,7 @@ fn ttl_param(secs: u64) -> spin_sdk::pg4::ParameterValue {
 const MAX_USER_AGENT_CHARS: usize = 256;
 
 /// Starts a session after a successful login and clears the address's failure count.
-pub fn start(
+pub async fn start(
     db: &Db,
     user_id: Uuid,
     request: &Request,
@@ -61,8 +60,8 @@ pub fn start(
     let session_id = Uuid::now_v7();
     let refresh = new_token()?;
     let user_agent: Option<String> = request
-        .header("user-agent")
-        .map(|v| v.clone().into_utf8_lossy().chars().take(MAX_USER_AGENT_CHARS).collect());
+        .header_lossy("user-agent")
+        .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect());
     let row = db.query_one(
         &Query::with(
             &format!("cleared AS (
@@ -83,9 +82,10 @@ pub fn start(
             refresh.hash.into(),
             ttl_param(settings.refresh_ttl_secs),
         ],
-    )?;
+    )
+    .await?;
     let principal = Principal { user_id, session_id };
-    Ok((token_pair(principal, refresh.raw, settings)?, UserView::from_row(&row, 0)?))
+    Ok((token_pair(principal, refresh.raw, settings).await?, UserView::from_row(&row, 0)?))
 }
 
 #[derive(Deserialize)]
@@ -100,16 +100,16 @@ fn invalid_refresh_token(detail: &str) -> Problem {
         .with_header("www-authenticate", "Bearer realm=\"wasmpay\", error=\"invalid_token\"")
 }
 
-pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let body: RefreshBody = http::json_body(request)?;
+pub async fn refresh(request: Request, _: Params) -> Result<Response, Problem> {
+    let body: RefreshBody = http::json_body(&request)?;
     let presented = match body.refresh_token.as_deref().map(str::trim) {
         Some(token) if !token.is_empty() && token.len() <= 128 => token.to_owned(),
         Some(_) => return Err(invalid_refresh_token("this refresh token is not valid")),
         None => return Err(FieldError::new("refreshToken", "is required").into()),
     };
-    let settings = Settings::load()?;
+    let settings = Settings::load().await?;
     let successor = new_token()?;
-    let db = Db::connect()?;
+    let db = Db::connect().await?;
     let outcome = db.query_opt(
         &Query::with(
             "presented AS (
@@ -146,7 +146,8 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
          FROM presented p",
         ),
         &[token_hash(&presented).into(), successor.hash.into(), ttl_param(settings.refresh_ttl_secs)],
-    )?;
+    )
+    .await?;
     let Some(row) = outcome else {
         return Err(invalid_refresh_token("this refresh token is not valid"));
     };
@@ -156,7 +157,7 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
                 session_id: db::get(&row, 1)?,
                 user_id: db::get(&row, 2)?,
             };
-            Ok(http::json(200, &token_pair(principal, successor.raw, &settings)?))
+            Ok(http::json(200, &token_pair(principal, successor.raw, &settings).await?))
         }
         "reused" => Err(invalid_refresh_token(
             "this refresh token was already used; the session has been revoked, sign in again",
@@ -166,9 +167,9 @@ pub fn refresh(request: &Request, _: &Params) -> Result<Response, Problem> {
     }
 }
 
-pub fn logout(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let db = Db::connect_as(&caller)?;
+pub async fn logout(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let db = Db::connect_as(&caller).await?;
     db.query_one(
         &Query::with(
             "ended AS (
@@ -179,7 +180,8 @@ pub fn logout(request: &Request, _: &Params) -> Result<Response, Problem> {
             "SELECT 1",
         ),
         &[caller.session_id.into(), caller.user_id.into()],
-    )?;
+    )
+    .await?;
     Ok(http::no_content())
 }
 
@@ -201,9 +203,9 @@ struct SessionList {
 /// Most sessions listed; older ones are still revocable by id.
 const MAX_LISTED_SESSIONS: i64 = 100;
 
-pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let db = Db::connect_as(&caller)?;
+pub async fn list(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let db = Db::connect_as(&caller).await?;
     let rows = db.query_all(
         &Query::select("SELECT s.id, s.user_agent, s.created_at, s.last_used_at
          FROM identity.sessions s
@@ -214,7 +216,8 @@ pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
          ORDER BY s.last_used_at DESC
          LIMIT $2"),
         &[caller.user_id.into(), MAX_LISTED_SESSIONS.into()],
-    )?;
+    )
+    .await?;
     let sessions = rows
         .iter()
         .map(|row| {
@@ -231,11 +234,11 @@ pub fn list(request: &Request, _: &Params) -> Result<Response, Problem> {
     Ok(http::json(200, &SessionList { sessions }))
 }
 
-pub fn revoke(request: &Request, params: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
+pub async fn revoke(request: Request, params: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
     let not_found = || Problem::not_found("no active session with this id");
     let session_id: Uuid = params.uuid("id").ok_or_else(not_found)?;
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     let revoked = db.query_one(
         &Query::with(
             "ended AS (
@@ -247,7 +250,8 @@ pub fn revoke(request: &Request, params: &Params) -> Result<Response, Problem> {
             "SELECT count(*) FROM ended",
         ),
         &[session_id.into(), caller.user_id.into()],
-    )?;
+    )
+    .await?;
     if db::get::<i64>(&revoked, 0)? == 0 {
         return Err(not_found());
     }

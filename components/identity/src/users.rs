@@ -2,10 +2,9 @@
 
 use chrono::NaiveDateTime;
 use serde::Serialize;
-use spin_sdk::pg4::DbValue;
 use uuid::Uuid;
 use wasmpay_common::{
-    db::{self, DbError},
+    db::{self, DbError, Value as DbValue},
     time,
 };
 

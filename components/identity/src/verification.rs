@@ -8,12 +8,11 @@
 use chrono::{Duration, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
     db::{self, Db, Query},
-    http,
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
     time,
@@ -40,8 +39,8 @@ impl Issued {
     }
 }
 
-pub fn issue(user_id: Uuid, ttl_secs: u64) -> Result<Issued, Problem> {
-    let key = settings::event_key()?;
+pub async fn issue(user_id: Uuid, ttl_secs: u64) -> Result<Issued, Problem> {
+    let key = settings::event_key().await?;
     let token = new_token()?;
     let context = wasmpay_sealed::context::email_verification(&user_id.to_string());
     let sealed = wasmpay_sealed::seal(&key, token.raw.as_bytes(), &context).map_err(|e| {
@@ -77,8 +76,8 @@ fn no_such_token() -> Problem {
     )
 }
 
-pub fn verify(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let body: VerifyBody = http::json_body(request)?;
+pub async fn verify(request: Request, _: Params) -> Result<Response, Problem> {
+    let body: VerifyBody = http::json_body(&request)?;
     let Some(token) = body.token else {
         return Err(FieldError::new("token", "is required").into());
     };
@@ -86,7 +85,7 @@ pub fn verify(request: &Request, _: &Params) -> Result<Response, Problem> {
     if !is_token_shaped(&token) {
         return Err(no_such_token());
     }
-    let db = Db::connect()?;
+    let db = Db::connect().await?;
     let outcome = db.query_opt(
         &Query::with(
             &format!("presented AS (
@@ -123,7 +122,8 @@ pub fn verify(request: &Request, _: &Params) -> Result<Response, Problem> {
              FROM presented p LEFT JOIN u ON true"),
         ),
         &[token_hash(&token).into(), Uuid::now_v7().into()],
-    )?;
+    )
+    .await?;
     let Some(row) = outcome else {
         return Err(no_such_token());
     };
@@ -163,11 +163,11 @@ struct Resent {
     expires_at: String,
 }
 
-pub fn resend(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let settings = Settings::load()?;
-    let issued = issue(caller.user_id, settings.verification_ttl_secs)?;
-    let db = Db::connect_as(&caller)?;
+pub async fn resend(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let settings = Settings::load().await?;
+    let issued = issue(caller.user_id, settings.verification_ttl_secs).await?;
+    let db = Db::connect_as(&caller).await?;
     let outcome = db.query_opt(
         &Query::with(
             "target AS (
@@ -206,7 +206,8 @@ pub fn resend(request: &Request, _: &Params) -> Result<Response, Problem> {
             Uuid::now_v7().into(),
             db::jsonb(&json!({ "verification": issued.event_field() }))?,
         ],
-    )?;
+    )
+    .await?;
     let Some(row) = outcome else {
         return Err(Problem::not_found("the user of this access token no longer exists"));
     };

@@ -8,15 +8,11 @@
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use spin_sdk::{
-    http::{Request, Response},
-    pg4::ParameterValue,
-};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db, Query},
-    http,
+    db::{self, Db, Param, Query},
+    http::{self, Request, Response},
     problem::{FieldError, Problem},
     router::Params,
     time,
@@ -130,12 +126,12 @@ fn render(amount: Decimal, scale: u32) -> String {
     rendered.to_string()
 }
 
-pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
+pub async fn handle(request: Request, params: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
     let not_found = || Problem::not_found("no wallet with this id");
     let wallet: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let query = parse_query(request.query())?;
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     let rows = db.query_all(
         &Query::select("SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
                 other_wallet.id, other_wallet.kind, u.full_name, t.description, e.created_at,
@@ -161,12 +157,13 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
         &[
             wallet.into(),
             caller.user_id.into(),
-            query.before_version.map_or(ParameterValue::DbNull, Into::into),
-            query.from.map_or(ParameterValue::DbNull, Into::into),
-            query.to.map_or(ParameterValue::DbNull, Into::into),
+            query.before_version.map_or(Param::DbNull, Into::into),
+            query.from.map_or(Param::DbNull, Into::into),
+            query.to.map_or(Param::DbNull, Into::into),
             (query.limit + 1).into(),
         ],
-    )?;
+    )
+    .await?;
     let Some(first) = rows.first() else {
         return Err(not_found());
     };

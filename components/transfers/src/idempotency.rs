@@ -3,8 +3,7 @@
 //! replay it, the same key with another request is refused.
 
 use sha2::{Digest, Sha256};
-use spin_sdk::http::Request;
-use wasmpay_common::problem::Problem;
+use wasmpay_common::{http::Request, problem::Problem};
 
 pub const HEADER: &str = "idempotency-key";
 const MAX_KEY_CHARS: usize = 255;
@@ -23,7 +22,7 @@ impl IdempotencyKey {
                 "money-moving requests need an Idempotency-Key header (for example a UUID)",
             ));
         };
-        let key = value.as_str().map(str::trim).unwrap_or_default();
+        let key = value.trim();
         let visible_ascii = key.bytes().all(|b| b.is_ascii_graphic());
         if key.is_empty() || key.len() > MAX_KEY_CHARS || !visible_ascii {
             return Err(Problem::new(

@@ -12,14 +12,15 @@ mod settlement;
 mod transfer;
 mod view;
 
-use spin_sdk::{
-    http::{Request, Response},
-    http_component,
-};
-use wasmpay_common::{health, router::Router};
+use spin_sdk::http_service;
+use wasmpay_common::{health, http::Response, router::{self, Router}};
 
-#[http_component]
-fn handle(request: Request) -> Response {
+#[http_service]
+async fn handle(request: spin_sdk::http::Request) -> Response {
+    router::serve(request, routes).await
+}
+
+fn routes() -> Router {
     Router::new()
         .get("/transfers/health", |_, _| health::report("transfers", env!("CARGO_PKG_VERSION")))
         .post("/transfers", transfer::handle)
@@ -28,5 +29,4 @@ fn handle(request: Request) -> Response {
         .post("/deposits", settlement::deposit)
         .post("/withdrawals", settlement::withdraw)
         .get("/accounts/:id/transactions", history::handle)
-        .handle(&request)
 }

@@ -7,7 +7,6 @@
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use spin_sdk::variables;
 use uuid::Uuid;
 use wasmpay_common::{currency::Currency, email::Email, problem::Problem};
 
@@ -63,9 +62,9 @@ pub struct Intent<'a> {
 
 /// What the policies decided, as the ledger's posting functions take it (`p_terms`), or
 /// the problem refusing the posting.
-pub fn terms(intent: &Intent) -> Result<Value, Problem> {
+pub async fn terms(intent: &Intent<'_>) -> Result<Value, Problem> {
     let posting = posting(intent);
-    let settings = settings()?;
+    let settings = settings().await?;
     let slots: [(&str, fn(&first_policy::Posting, &[(String, String)]) -> Decision); 3] = [
         ("wasmpay:policy/policy", first_policy::evaluate),
         ("second-policy", second_policy::evaluate),
@@ -128,12 +127,12 @@ fn posting(intent: &Intent) -> first_policy::Posting {
 }
 
 /// The policy variables this component is given; unmapped ones are left out.
-fn settings() -> Result<Vec<(String, String)>, Problem> {
+async fn settings() -> Result<Vec<(String, String)>, Problem> {
     let mut settings = Vec::new();
     for name in SETTINGS {
-        match variables::get(name) {
+        match spin_sdk::variables::get(name).await {
             Ok(value) => settings.push((name.to_owned(), value)),
-            Err(variables::Error::Undefined(_)) => {}
+            Err(spin_sdk::variables::Error::Undefined(_)) => {}
             Err(error) => {
                 eprintln!("policy setting {name} could not be read: {error}");
                 return Err(Problem::internal());

@@ -2,9 +2,9 @@
 //! serialization failure or deadlock (the call changed nothing then), and turning its
 //! result into the response — the same status and body on a replay.
 
-use spin_sdk::{http::Response, pg4::ParameterValue};
 use wasmpay_common::{
-    db::{self, Db, DbError, Query},
+    db::{self, Db, DbError, Param, Query},
+    http::Response,
     problem::Problem,
 };
 
@@ -13,10 +13,10 @@ const MAX_ATTEMPTS: usize = 3;
 /// `lock_not_available`: the ledger function's lock_timeout expired.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-pub fn run(db: &Db, statement: &str, params: &[ParameterValue]) -> Result<Response, Problem> {
+pub async fn run(db: &Db, statement: &str, params: &[Param]) -> Result<Response, Problem> {
     let mut attempt = 1;
     let row = loop {
-        match db.query_one(&Query::select(statement), params) {
+        match db.query_one(&Query::select(statement), params).await {
             Ok(row) => break row,
             Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => attempt += 1,
             Err(e) if e.is_transient() || e.sqlstate() == Some(LOCK_NOT_AVAILABLE) => {

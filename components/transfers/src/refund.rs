@@ -2,15 +2,11 @@
 //! or all of what is left of it. Concurrent refunds never exceed the transfer in total.
 
 use serde::Deserialize;
-use spin_sdk::{
-    http::{Request, Response},
-    pg4::ParameterValue,
-};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
-    db::{self, Db},
-    http,
+    db::{self, Db, Param},
+    http::{self, Request, Response},
     money::parse_amount,
     problem::{FieldError, Problem},
     router::Params,
@@ -29,16 +25,16 @@ struct RefundBody {
     amount: Option<String>,
 }
 
-pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
+pub async fn handle(request: Request, params: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
     let not_found = || Problem::not_found("you did not receive a transfer with this id");
     let original: Uuid = params.uuid("id").ok_or_else(not_found)?;
-    let key = IdempotencyKey::from_request(request)?;
+    let key = IdempotencyKey::from_request(&request)?;
     // An empty body asks for everything that is left.
     let body: RefundBody = if request.body().is_empty() {
         RefundBody { amount: None }
     } else {
-        http::json_body(request)?
+        http::json_body(&request)?
     };
     let amount = match body.amount.as_deref().map(parse_amount) {
         Some(Ok(amount)) => Some(amount),
@@ -57,8 +53,9 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
         wallet: None,
         recipient: None,
         refund_of: Some(original),
-    })?;
-    let db = Db::connect_as(&caller)?;
+    })
+    .await?;
+    let db = Db::connect_as(&caller).await?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed
@@ -67,12 +64,13 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
             caller.user_id.into(),
             key.as_str().to_owned().into(),
             print.into(),
-            idempotency_key_ttl_secs()?.into(),
+            idempotency_key_ttl_secs().await?.into(),
             Uuid::now_v7().into(),
             Uuid::now_v7().into(),
             original.into(),
-            amount.map_or(ParameterValue::DbNull, Into::into),
+            amount.map_or(Param::DbNull, Into::into),
             db::jsonb(&terms)?,
         ],
     )
+    .await
 }

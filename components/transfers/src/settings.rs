@@ -4,6 +4,6 @@
 use wasmpay_common::config::{self, ConfigError};
 
 /// How long an idempotency key (and the response it replays) is kept.
-pub fn idempotency_key_ttl_secs() -> Result<i64, ConfigError> {
-    config::parsed("idempotency_key_ttl_secs")
+pub async fn idempotency_key_ttl_secs() -> Result<i64, ConfigError> {
+    config::parsed("idempotency_key_ttl_secs").await
 }

@@ -3,12 +3,11 @@
 //! settlement account. A withdrawal never overdraws.
 
 use serde::Deserialize;
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
     db::{self, Db},
-    http,
+    http::{self, Request, Response},
     money::parse_amount,
     problem::{FieldError, Problem},
     router::Params,
@@ -52,16 +51,16 @@ impl Direction {
     }
 }
 
-pub fn deposit(request: &Request, _: &Params) -> Result<Response, Problem> {
-    settle(request, Direction::Deposit)
+pub async fn deposit(request: Request, _: Params) -> Result<Response, Problem> {
+    settle(&request, Direction::Deposit).await
 }
 
-pub fn withdraw(request: &Request, _: &Params) -> Result<Response, Problem> {
-    settle(request, Direction::Withdrawal)
+pub async fn withdraw(request: Request, _: Params) -> Result<Response, Problem> {
+    settle(&request, Direction::Withdrawal).await
 }
 
-fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
+async fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> {
+    let caller = auth::authenticate(request).await?;
     let key = IdempotencyKey::from_request(request)?;
     let body: SettlementBody = http::json_body(request)?;
     let mut errors = Vec::new();
@@ -98,12 +97,13 @@ fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> 
         wallet: Some(account),
         recipient: None,
         refund_of: None,
-    })?;
+    })
+    .await?;
     let print = fingerprint(
         &format!("POST /{}s", direction.name()),
         &[&account.to_string(), &amount.normalize().to_string()],
     );
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed
@@ -113,7 +113,7 @@ fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> 
             caller.user_id.into(),
             key.as_str().to_owned().into(),
             print.into(),
-            idempotency_key_ttl_secs()?.into(),
+            idempotency_key_ttl_secs().await?.into(),
             Uuid::now_v7().into(),
             Uuid::now_v7().into(),
             account.into(),
@@ -121,4 +121,5 @@ fn settle(request: &Request, direction: Direction) -> Result<Response, Problem> 
             db::jsonb(&terms)?,
         ],
     )
+    .await
 }

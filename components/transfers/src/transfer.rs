@@ -1,17 +1,13 @@
 //! `POST /transfers {fromAccountId, toAccountId | toEmail, amount, currency, description?}`.
 
 use serde::Deserialize;
-use spin_sdk::{
-    http::{Request, Response},
-    pg4::ParameterValue,
-};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
     currency::Currency,
-    db::{self, Db},
+    db::{self, Db, Param},
     email::Email,
-    http,
+    http::{self, Request, Response},
     money::Money,
     problem::{FieldError, Problem},
     router::Params,
@@ -137,10 +133,10 @@ fn parse(body: TransferBody) -> Result<Transfer, Problem> {
     }
 }
 
-pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
-    let key = IdempotencyKey::from_request(request)?;
-    let transfer = parse(http::json_body(request)?)?;
+pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
+    let key = IdempotencyKey::from_request(&request)?;
+    let transfer = parse(http::json_body(&request)?)?;
     let currency = transfer.money.currency();
     if let Recipient::Account(to) = transfer.to
         && to == transfer.from
@@ -158,10 +154,11 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             Recipient::Email(email) => policy::Recipient::Email(email),
         }),
         refund_of: None,
-    })?;
-    let (to_account, to_email_key): (ParameterValue, ParameterValue) = match &transfer.to {
-        Recipient::Account(id) => ((*id).into(), ParameterValue::DbNull),
-        Recipient::Email(email) => (ParameterValue::DbNull, email.key().into()),
+    })
+    .await?;
+    let (to_account, to_email_key): (Param, Param) = match &transfer.to {
+        Recipient::Account(id) => ((*id).into(), Param::DbNull),
+        Recipient::Email(email) => (Param::DbNull, email.key().into()),
     };
     let recipient = match &transfer.to {
         Recipient::Account(id) => format!("account:{id}"),
@@ -178,7 +175,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             transfer.description.as_deref().unwrap_or_default(),
         ],
     );
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     posting::run(
         &db,
         "SELECT status, body, problem, replayed
@@ -187,7 +184,7 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             caller.user_id.into(),
             key.as_str().to_owned().into(),
             print.into(),
-            idempotency_key_ttl_secs()?.into(),
+            idempotency_key_ttl_secs().await?.into(),
             Uuid::now_v7().into(),
             Uuid::now_v7().into(),
             transfer.from.into(),
@@ -199,4 +196,5 @@ pub fn handle(request: &Request, _: &Params) -> Result<Response, Problem> {
             db::jsonb(&terms)?,
         ],
     )
+    .await
 }

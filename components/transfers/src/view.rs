@@ -1,20 +1,19 @@
 //! `GET /transfers/{id}`: visible to the owners of its two wallets only (404 for anyone else).
 
-use spin_sdk::http::{Request, Response};
 use uuid::Uuid;
 use wasmpay_common::{
     auth,
     db::{self, Db, Query},
-    http,
+    http::{self, Request, Response},
     problem::Problem,
     router::Params,
 };
 
-pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
-    let caller = auth::authenticate(request)?;
+pub async fn handle(request: Request, params: Params) -> Result<Response, Problem> {
+    let caller = auth::authenticate(&request).await?;
     let not_found = || Problem::not_found("no transfer with this id");
     let id: Uuid = params.uuid("id").ok_or_else(not_found)?;
-    let db = Db::connect_as(&caller)?;
+    let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
             &Query::select("SELECT ledger.transfer_json(t)
@@ -23,7 +22,8 @@ pub fn handle(request: &Request, params: &Params) -> Result<Response, Problem> {
              JOIN accounts.accounts destination ON destination.id = t.to_account_id
              WHERE t.id = $1 AND (source.owner_id = $2 OR destination.owner_id = $2)"),
             &[id.into(), caller.user_id.into()],
-        )?
+        )
+        .await?
         .ok_or_else(not_found)?;
     let body: serde_json::Value = db::get(&row, 0)?;
     Ok(http::json(200, &body))

@@ -8,11 +8,11 @@
 //! eval), no framing, no MIME sniffing, and no referrer (the verification page has a token
 //! in its URL until the app strips it).
 
-use spin_sdk::{
+use spin_sdk::http_service;
+use wasmpay_common::{
     http::{Method, Request, Response},
-    http_component,
+    problem::Problem,
 };
-use wasmpay_common::problem::Problem;
 
 pub struct Asset {
     pub path: &'static str,
@@ -37,19 +37,25 @@ const SECURITY_HEADERS: [(&str, &str); 7] = [
     ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=()"),
 ];
 
-#[http_component]
-fn handle(request: Request) -> Response {
-    let head = match request.method() {
-        Method::Get => false,
-        Method::Head => true,
-        _ => return secured(Problem::method_not_allowed(&["GET", "HEAD"]).into_response()),
+#[http_service]
+async fn handle(request: spin_sdk::http::Request) -> Response {
+    match Request::read(request).await {
+        Ok(request) => secured(respond(&request)),
+        Err(problem) => secured(problem.into_response()),
+    }
+}
+
+fn respond(request: &Request) -> Response {
+    let head = match *request.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return Problem::method_not_allowed(&["GET", "HEAD"]).into_response(),
     };
-    let response = match resolve(request.path()) {
+    match resolve(request.path()) {
         Target::Redirect(location) => Response::builder().status(308).header("location", location).build(),
-        Target::Asset(asset) => serve(asset, &request, head),
+        Target::Asset(asset) => serve(asset, request, head),
         Target::Missing => Problem::not_found(format!("nothing is served at {}", request.path())).into_response(),
-    };
-    secured(response)
+    }
 }
 
 enum Target {
@@ -84,7 +90,6 @@ fn asset(path: &str) -> Target {
 fn serve(asset: &'static Asset, request: &Request, head: bool) -> Response {
     let revalidated = request
         .header("if-none-match")
-        .and_then(|v| v.as_str())
         .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == asset.etag || tag.trim() == "*"));
     let status = if revalidated { 304 } else { 200 };
     let mut response = Response::builder();

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, ensure};
 use wasmpay_host::{
     dependencies::Dependency,
-    runtime::ComponentRuntime,
+    runtime::{ComponentRuntime, ComponentSpec},
     variables::{ComponentVariables, Resolver},
 };
 use wasmpay_test_support::{paths, postgres};
@@ -97,12 +97,18 @@ async fn instantiation_micros(source: &Path, dependencies: &[Dependency]) -> any
         templates: BTreeMap::new(),
         resolver: Arc::new(Resolver::new(BTreeMap::new(), Vec::new())?),
     };
-    let runtime = ComponentRuntime::load(wasmpay_host::SpinVersion::default(), source, dependencies, variables, Vec::new(), Vec::new())?;
-    let factory = Arc::default();
+    let runtime = ComponentRuntime::load(ComponentSpec {
+        spin_version: wasmpay_host::SpinVersion::default(),
+        source,
+        dependencies,
+        variables,
+        allowed_host_templates: Vec::new(),
+        environment: Vec::new(),
+        reuse: wasmpay_host::InstanceReuse::default(),
+    })?;
     let started = Instant::now();
     for _ in 0..INSTANTIATIONS {
-        let mut store = runtime.new_store(&factory);
-        runtime.proxy_pre().instantiate_async(&mut store).await?;
+        runtime.instantiate_once().await?;
     }
     Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(INSTANTIATIONS))
 }

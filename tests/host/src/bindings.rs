@@ -1,4 +1,5 @@
-//! Host bindings for the Spin capabilities in the platform contract (`wit/world.wit`).
+//! Host bindings for the Spin capabilities in the platform contract (`wit/world.wit`):
+//! Postgres 4.2.0 (which also serves components importing 4.0.0), variables 2.0.0 and 3.0.0.
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -7,5 +8,6 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
     with: {
         "spin:postgres/postgres.connection": crate::postgres::Connection,
+        "spin:postgres/postgres.connection-builder": crate::postgres::ConnectionBuilder,
     },
 });

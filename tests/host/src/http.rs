@@ -1,9 +1,19 @@
 //! The HTTP trigger: accepts connections on 127.0.0.1, routes each request as Spin does,
-//! adds Spin's headers and hands it to a fresh instance of the matched component.
-//! Unmatched paths get Spin's empty 404; a component that traps or returns no response
-//! gets Spin's empty 500.
+//! adds Spin's headers and hands it to the matched component: a fresh instance of a WASIp2
+//! component, or the scheduler of a WASIp3 component's reused instances (Spin's
+//! `Wasip3HttpExecutor`). Unmatched paths get Spin's empty 404; a component that traps or
+//! returns no response (or a WASIp3 request that runs past the request timeout) gets
+//! Spin's empty 500.
 
-use std::{collections::HashMap, convert::Infallible, error::Error as StdError, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    error::Error as StdError,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, Limited, combinators::UnsyncBoxBody};
@@ -16,12 +26,20 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::oneshot};
+use wasmtime::component::Accessor;
 use wasmtime_wasi_http::{
-    WasiHttpView,
-    p2::bindings::http::types::{ErrorCode, Scheme},
+    handler::{Proxy, ProxyHandler},
+    p2::{
+        WasiHttpView,
+        bindings::http::types::{ErrorCode, Scheme},
+    },
+    p3,
 };
 
-use crate::{postgres::ClientFactory, routes::Router, runtime::ComponentRuntime};
+use crate::{
+    routes::Router,
+    runtime::{ComponentRuntime, Handler, Instances, RequestState},
+};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 pub type HostBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -30,7 +48,6 @@ pub type HostBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct App {
     pub(crate) router: Router,
     pub(crate) components: HashMap<String, ComponentRuntime>,
-    pub(crate) pg: Arc<ClientFactory>,
     pub(crate) max_request_body_bytes: usize,
 }
 
@@ -131,7 +148,11 @@ async fn handle(app: &App, request: Request<Incoming>, client_addr: SocketAddr) 
         }
     }
     let request = Request::from_parts(parts, Full::new(body).map_err(|never| match never {}).boxed_unsync());
-    match run_component(app, component, request).await {
+    let outcome = match &component.handler {
+        Handler::Wasip2(pre) => run_wasip2(component, pre, request).await,
+        Handler::Wasip3(handler) => run_wasip3(handler, request).await,
+    };
+    match outcome {
         Ok(response) => response,
         Err(e) => {
             eprintln!("Error processing request for route {}: {e:?}", route.raw_route);
@@ -140,16 +161,16 @@ async fn handle(app: &App, request: Request<Incoming>, client_addr: SocketAddr) 
     }
 }
 
-async fn run_component(
-    app: &App,
+async fn run_wasip2(
     component: &ComponentRuntime,
+    pre: &wasmtime_wasi_http::p2::bindings::ProxyPre<RequestState>,
     request: Request<UnsyncBoxBody<Bytes, ErrorCode>>,
 ) -> anyhow::Result<Response<HostBody>> {
-    let mut store = component.new_store(&app.pg);
+    let mut store = component.stores.new_store();
     let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request)?;
     let (sender, receiver) = oneshot::channel();
     let outparam = store.data_mut().http().new_response_outparam(sender)?;
-    let pre = component.proxy_pre().clone();
+    let pre = pre.clone();
     let mut task = tokio::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;
         proxy
@@ -173,5 +194,88 @@ async fn run_component(
             Ok(Err(e)) => Err(anyhow::Error::from(e).context("guest invocation failed")),
             Err(e) => Err(anyhow::Error::new(e).context("guest invocation panicked")),
         },
+    }
+}
+
+/// A WASIp3 request, as Spin's `Wasip3HttpExecutor` runs it: a task for the component's
+/// instances, whose instance keeps running until the response body has been sent.
+async fn run_wasip3(
+    handler: &ProxyHandler<Instances>,
+    request: Request<UnsyncBoxBody<Bytes, ErrorCode>>,
+) -> anyhow::Result<Response<HostBody>> {
+    let getter = (|state: &mut RequestState| p3::WasiHttpView::http(state)) as fn(&mut RequestState) -> p3::WasiHttpCtxView<'_>;
+    let request = request.map(|body| body.map_err(p2_to_p3_error_code).boxed_unsync());
+    let (request, request_io) = p3::Request::from_http(request);
+    let (sender, receiver) = oneshot::channel();
+    handler.spawn(
+        None,
+        Box::new(move |store: &Accessor<RequestState>, proxy: &Proxy| {
+            Box::pin(async move {
+                let outcome = async {
+                    let Proxy::P3(guest) = proxy else {
+                        anyhow::bail!("a WASIp3 handler was given a WASIp2 instance");
+                    };
+                    let request = store.with(|mut access| access.data_mut().table.push(request))?;
+                    let response = guest.wasi_http_handler().call_handle(store, request).await?;
+                    let response = response.map_err(|code| anyhow::anyhow!("the guest answered with an error: {code:?}"))?;
+                    let response = store.with(|mut access| access.data_mut().table.delete(response))?;
+                    let response = store.with(|mut access| response.into_http_with_getter(&mut access, request_io, getter))?;
+                    let (sent, body_done) = oneshot::channel();
+                    let response = response.map(|body| {
+                        NotifyOnDrop {
+                            body: body.map_err(|e| -> BoxError { format!("{e:?}").into() }),
+                            dropped: Some(sent),
+                        }
+                        .boxed_unsync()
+                    });
+                    if sender.send(response).is_ok() {
+                        // The instance must keep running until the body has been sent, or
+                        // the guest could not finish writing it.
+                        let _ = body_done.await;
+                    }
+                    anyhow::Ok(())
+                }
+                .await;
+                if let Err(e) = outcome {
+                    eprintln!("Component error handling request: {e:?}");
+                }
+            })
+        }),
+    );
+    Ok(receiver.await?)
+}
+
+fn p2_to_p3_error_code(code: ErrorCode) -> p3::bindings::http::types::ErrorCode {
+    p3::bindings::http::types::ErrorCode::InternalError(Some(format!("{code:?}")))
+}
+
+/// A response body that says when the server is done with it (sent or abandoned).
+struct NotifyOnDrop<B> {
+    body: B,
+    dropped: Option<oneshot::Sender<()>>,
+}
+
+impl<B> Drop for NotifyOnDrop<B> {
+    fn drop(&mut self) {
+        if let Some(dropped) = self.dropped.take() {
+            let _ = dropped.send(());
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for NotifyOnDrop<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -1,6 +1,8 @@
-//! A host that runs wasmpay's components the way Spin does, on wasmtime: routes, variables
-//! and `allowed_outbound_hosts` from `spin.toml`, `spin:postgres@4.0.0` over pooled
-//! connections with Spin's type mapping, and a fresh instance per HTTP request.
+//! A host that runs wasmpay's components the way Spin 4.0.2 does, on the wasmtime release it
+//! embeds: routes, variables and `allowed_outbound_hosts` from `spin.toml`,
+//! `spin:postgres@4.2.0` (and 4.0.0) over pooled connections with Spin's type mapping, a
+//! fresh instance per request for WASIp2 components and reused instances, several requests
+//! at once, for WASIp3 components.
 //!
 //! One module per capability, as in Spin's own crates:
 
@@ -27,13 +29,14 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use allowed_hosts::{AddressRefused, AllowedHost, check_postgres_address};
 pub use postgres::SpinVersion;
-pub use bindings::spin::postgres::postgres as pg_types;
+pub use runtime::InstanceReuse;
+pub use bindings::spin::postgres4_2_0::postgres as pg_types;
 pub use routes::{RouteMatch, Router};
 
 use crate::{
     http::App,
     manifest::Manifest,
-    runtime::ComponentRuntime,
+    runtime::{ComponentRuntime, ComponentSpec},
     variables::{ComponentVariables, Provider, Resolver},
 };
 
@@ -57,6 +60,8 @@ pub struct HostConfig {
     pub max_request_body_bytes: usize,
     /// Whose Postgres behaviour to reproduce (default: Spin 4.0.2, the latest release).
     pub spin_version: SpinVersion,
+    /// How WASIp3 components' instances are reused (default: Spin's).
+    pub reuse: InstanceReuse,
 }
 
 impl HostConfig {
@@ -70,6 +75,7 @@ impl HostConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             spin_version: SpinVersion::default(),
+            reuse: InstanceReuse::default(),
         }
     }
 
@@ -185,14 +191,15 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             templates: component.variables,
             resolver: resolver.clone(),
         };
-        let runtime = ComponentRuntime::load(
-            config.spin_version,
-            &source,
-            &component.dependencies,
+        let runtime = ComponentRuntime::load(ComponentSpec {
+            spin_version: config.spin_version,
+            source: &source,
+            dependencies: &component.dependencies,
             variables,
-            component.allowed_outbound_hosts,
-            component.environment.into_iter().collect(),
-        )
+            allowed_host_templates: component.allowed_outbound_hosts,
+            environment: component.environment.into_iter().collect(),
+            reuse: config.reuse,
+        })
         .with_context(|| format!("component {id}"))?;
         components.insert(id, runtime);
     }
@@ -204,7 +211,6 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     let app = Arc::new(App {
         router,
         components,
-        pg: Arc::default(),
         max_request_body_bytes: config.max_request_body_bytes,
     });
     let listener = TcpListener::bind(config.listen)

@@ -1,11 +1,11 @@
 //! `wasmpay-host`: serve a Spin application's wasi-http components on wasmtime, for local
 //! runs where the Spin CLI is not installed.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use wasmpay_host::{HostConfig, runtime_config};
+use wasmpay_host::{HostConfig, InstanceReuse, runtime_config};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -37,6 +37,32 @@ struct Args {
     /// Largest request body buffered for a component, in bytes.
     #[arg(long, default_value_t = wasmpay_host::DEFAULT_MAX_REQUEST_BODY_BYTES)]
     max_request_body_bytes: usize,
+    /// Requests one instance of a WASIp3 component serves before it is dropped (as `spin up`).
+    #[arg(long, default_value_t = InstanceReuse::default().max_requests)]
+    max_instance_reuse_count: usize,
+    /// Requests one instance of a WASIp3 component serves at once (as `spin up`).
+    #[arg(long, default_value_t = InstanceReuse::default().max_concurrent)]
+    max_instance_concurrent_reuse_count: usize,
+    /// How long a WASIp3 request may run, e.g. `30s` or `500ms` (as `spin up`; default: no limit).
+    #[arg(long, value_parser = parse_duration)]
+    request_timeout: Option<Duration>,
+    /// How long an idle WASIp3 instance is kept for the next request (as `spin up`).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    idle_instance_timeout: Duration,
+}
+
+/// `30`, `30s`, `500ms`: seconds unless a unit says otherwise, as `spin up` reads them.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |at| text.split_at(at));
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 500ms"))?;
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "us" | "μs" => value / 1e6,
+        "ns" => value / 1e9,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (s, ms, us, ns)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -82,6 +108,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         max_request_body_bytes: args.max_request_body_bytes,
         spin_version: args.as_spin,
+        reuse: InstanceReuse {
+            max_requests: args.max_instance_reuse_count,
+            max_concurrent: args.max_instance_concurrent_reuse_count,
+            request_timeout: args.request_timeout,
+            idle_timeout: args.idle_instance_timeout,
+        },
     };
     let host = wasmpay_host::start(config).await.context("cannot start the application")?;
     println!("Serving {}", host.url());

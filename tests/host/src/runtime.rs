@@ -1,28 +1,33 @@
 //! The wasmtime side: one engine with the pooling allocator, each component compiled once
-//! and pre-instantiated, and a fresh store and instance for every request (as Spin does
-//! for wasi-http components).
+//! and pre-instantiated, and instances as Spin 4.0.2 runs them: a fresh one for every
+//! request of a WASIp2 component (`wasi:http/incoming-handler@0.2`), and for a WASIp3
+//! component (`wasi:http/handler@0.3.0-rc-2026-03-15`) instances reused for many requests,
+//! several at once, by the same scheduler Spin uses (wasmtime-wasi-http's `ProxyHandler`)
+//! with Spin's settings ([`InstanceReuse`]).
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, OnceLock},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    component::{Component, HasSelf, Linker, ResourceTable},
+    component::{Component, Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
-    WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView, p2::bindings::ProxyPre,
+    WasiHttpCtx,
+    handler::{HandlerState, ProxyHandler, ProxyPre, StoreBundle},
+    p2, p3,
 };
 
 use crate::{
     bindings::SpinCapabilities,
     dependencies::{self, Dependency},
-    postgres,
+    postgres::{self, Capabilities},
     variables::ComponentVariables,
 };
 
@@ -31,7 +36,34 @@ use crate::{
 const MAX_CONCURRENT_INSTANCES: u32 = 1_000;
 const MB: usize = 1 << 20;
 
-/// Everything a request's store holds.
+/// How Spin reuses the instances of a WASIp3 component (`spin up
+/// --max-instance-reuse-count`, `--max-instance-concurrent-reuse-count`,
+/// `--request-timeout`, `--idle-instance-timeout`); the defaults are Spin 4.0.2's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceReuse {
+    /// Requests one instance serves before it is dropped.
+    pub max_requests: usize,
+    /// Requests one instance serves at once.
+    pub max_concurrent: usize,
+    /// How long a request may run (none: forever). A request waiting on I/O is ended at
+    /// the deadline; a guest that computes is not (Spin sets no epoch deadline).
+    pub request_timeout: Option<Duration>,
+    /// How long an idle instance is kept for the next request.
+    pub idle_timeout: Duration,
+}
+
+impl Default for InstanceReuse {
+    fn default() -> Self {
+        Self {
+            max_requests: 128,
+            max_concurrent: 16,
+            request_timeout: None,
+            idle_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything an instance's store holds.
 pub struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -50,9 +82,19 @@ impl WasiView for RequestState {
     }
 }
 
-impl WasiHttpView for RequestState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
+impl p2::WasiHttpView for RequestState {
+    fn http(&mut self) -> p2::WasiHttpCtxView<'_> {
+        p2::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl p3::WasiHttpView for RequestState {
+    fn http(&mut self) -> p3::WasiHttpCtxView<'_> {
+        p3::WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
             hooks: &mut self.hooks,
@@ -65,31 +107,48 @@ impl WasiHttpView for RequestState {
 #[derive(Default)]
 struct OutboundHttpDenied;
 
-impl WasiHttpHooks for OutboundHttpDenied {
+fn denied(uri: &hyper::Uri) {
+    eprintln!("A component tried to make an outbound HTTP request to disallowed destination '{uri}'.");
+}
+
+impl p2::WasiHttpHooks for OutboundHttpDenied {
     fn send_request(
         &mut self,
-        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-        _config: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+        request: hyper::Request<p2::body::HyperOutgoingBody>,
+        _config: p2::types::OutgoingRequestConfig,
+    ) -> p2::HttpResult<p2::types::HostFutureIncomingResponse> {
+        denied(request.uri());
+        Err(p2::bindings::http::types::ErrorCode::HttpRequestDenied.into())
+    }
+}
+
+impl p3::WasiHttpHooks for OutboundHttpDenied {
+    #[allow(clippy::type_complexity, reason = "the trait's signature")]
+    fn send_request(
+        &mut self,
+        request: http::Request<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, p3::bindings::http::types::ErrorCode>>,
+        _options: Option<p3::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), p3::bindings::http::types::ErrorCode>> + Send>,
     ) -> Box<
         dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    hyper::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
+                Output = Result<
+                    (
+                        http::Response<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, p3::bindings::http::types::ErrorCode>>,
+                        Box<dyn Future<Output = Result<(), p3::bindings::http::types::ErrorCode>> + Send>,
+                    ),
+                    wasmtime_wasi::TrappableError<p3::bindings::http::types::ErrorCode>,
+                >,
             > + Send,
     > {
-        eprintln!(
-            "A component tried to make an outbound HTTP request to disallowed destination '{}'.",
-            request.uri()
-        );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        denied(request.uri());
+        Box::new(async { Err(p3::bindings::http::types::ErrorCode::HttpRequestDenied.into()) })
     }
 }
 
 /// The process-wide engine: tests start many hosts and share compiled code. Configured as
-/// Spin configures its engine (crates/core): the pooling allocator with Spin's limits, pages
-/// kept resident between instances instead of decommitted, and epoch interruption.
+/// Spin configures its engine (crates/core): the component model's async support, the
+/// pooling allocator with Spin's limits, pages kept resident between instances instead of
+/// decommitted, and epoch interruption.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
@@ -113,6 +172,7 @@ pub fn engine() -> &'static Engine {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
+            .wasm_component_model_async(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         Engine::new(&config).expect("the engine configuration is valid")
     })
@@ -148,51 +208,19 @@ fn compile(source: &Path, dependencies: &[Dependency]) -> anyhow::Result<Compone
     Ok(component)
 }
 
-/// A component ready to serve: compiled, linked and pre-instantiated.
-pub struct ComponentRuntime {
-    pre: ProxyPre<RequestState>,
+/// What a component's instances are made from: a store per instance.
+pub struct Stores {
     variables: Arc<ComponentVariables>,
     allowed_host_templates: Arc<Vec<crate::variables::Template>>,
     environment: Vec<(String, String)>,
     spin_version: postgres::SpinVersion,
+    /// The component's Postgres pools (Spin keeps them per component).
+    pg: Arc<postgres::ClientFactory>,
 }
 
-impl ComponentRuntime {
-    pub fn load(
-        spin_version: postgres::SpinVersion,
-        source: &Path,
-        dependencies: &[Dependency],
-        variables: ComponentVariables,
-        allowed_host_templates: Vec<crate::variables::Template>,
-        environment: Vec<(String, String)>,
-    ) -> anyhow::Result<Self> {
-        let component = compile(source, dependencies)?;
-        let mut linker = Linker::<RequestState>::new(engine());
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        SpinCapabilities::add_to_linker::<RequestState, HasSelf<RequestState>>(&mut linker, |state| state)?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} imports something this host does not provide", source.display()))?;
-        let pre = ProxyPre::new(instance_pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} does not export wasi:http/incoming-handler", source.display()))?;
-        Ok(Self {
-            pre,
-            variables: Arc::new(variables),
-            allowed_host_templates: Arc::new(allowed_host_templates),
-            environment,
-            spin_version,
-        })
-    }
-
-    pub fn proxy_pre(&self) -> &ProxyPre<RequestState> {
-        &self.pre
-    }
-
-    /// A fresh store for one request.
-    pub fn new_store(&self, pg_factory: &Arc<postgres::ClientFactory>) -> Store<RequestState> {
+impl Stores {
+    /// A fresh store for one instance.
+    pub fn new_store(&self) -> Store<RequestState> {
         let wasi = WasiCtxBuilder::new()
             .inherit_stdout()
             .inherit_stderr()
@@ -205,7 +233,7 @@ impl ComponentRuntime {
             hooks: OutboundHttpDenied,
             postgres: postgres::InstanceState::new(
                 self.spin_version,
-                pg_factory.clone(),
+                self.pg.clone(),
                 self.allowed_host_templates.clone(),
                 self.variables.resolver.clone(),
             ),
@@ -215,5 +243,121 @@ impl ComponentRuntime {
         // Spin arms a deadline only for configured timeouts; none is configured here.
         store.set_epoch_deadline(u64::MAX);
         store
+    }
+}
+
+/// The instances of a WASIp3 component, as Spin's `HttpHandlerState` makes them.
+pub struct Instances {
+    stores: Arc<Stores>,
+    reuse: InstanceReuse,
+}
+
+impl HandlerState for Instances {
+    type StoreData = RequestState;
+
+    fn new_store(&self, _request_id: Option<u64>) -> wasmtime::Result<StoreBundle<RequestState>> {
+        Ok(StoreBundle {
+            store: self.stores.new_store(),
+            write_profile: Box::new(|_| ()),
+        })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.reuse.request_timeout.unwrap_or(Duration::MAX)
+    }
+
+    fn idle_instance_timeout(&self) -> Duration {
+        self.reuse.idle_timeout
+    }
+
+    fn max_instance_reuse_count(&self) -> usize {
+        self.reuse.max_requests
+    }
+
+    fn max_instance_concurrent_reuse_count(&self) -> usize {
+        self.reuse.max_concurrent
+    }
+
+    fn handle_worker_error(&self, error: wasmtime::Error) {
+        eprintln!("worker error: {error:?}");
+    }
+}
+
+/// How a component is called.
+pub enum Handler {
+    /// `wasi:http/incoming-handler@0.2`: a fresh instance per request.
+    Wasip2(p2::bindings::ProxyPre<RequestState>),
+    /// `wasi:http/handler@0.3.0-rc-2026-03-15`: reused instances.
+    Wasip3(ProxyHandler<Instances>),
+}
+
+/// A component ready to serve: compiled, linked and pre-instantiated.
+pub struct ComponentRuntime {
+    pub(crate) handler: Handler,
+    pub(crate) stores: Arc<Stores>,
+}
+
+/// What a component is loaded with.
+pub struct ComponentSpec<'a> {
+    pub spin_version: postgres::SpinVersion,
+    pub source: &'a Path,
+    pub dependencies: &'a [Dependency],
+    pub variables: ComponentVariables,
+    pub allowed_host_templates: Vec<crate::variables::Template>,
+    pub environment: Vec<(String, String)>,
+    pub reuse: InstanceReuse,
+}
+
+impl ComponentRuntime {
+    pub fn load(spec: ComponentSpec<'_>) -> anyhow::Result<Self> {
+        let source = spec.source;
+        let component = compile(source, spec.dependencies)?;
+        let mut linker = Linker::<RequestState>::new(engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        p2::add_only_http_to_linker_async(&mut linker)?;
+        p3::add_to_linker(&mut linker)?;
+        SpinCapabilities::add_to_linker::<RequestState, Capabilities>(&mut linker, |state| state)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{} imports something this host does not provide", source.display()))?;
+        let stores = Arc::new(Stores {
+            variables: Arc::new(spec.variables),
+            allowed_host_templates: Arc::new(spec.allowed_host_templates),
+            environment: spec.environment,
+            spin_version: spec.spin_version,
+            pg: Arc::default(),
+        });
+        let handler = match (p3::bindings::ServicePre::new(instance_pre.clone()), p2::bindings::ProxyPre::new(instance_pre)) {
+            (Ok(service), Err(_)) => Handler::Wasip3(ProxyHandler::new(
+                Instances {
+                    stores: stores.clone(),
+                    reuse: spec.reuse,
+                },
+                ProxyPre::P3(service),
+            )),
+            (Err(_), Ok(proxy)) => Handler::Wasip2(proxy),
+            (Ok(_), Ok(_)) => anyhow::bail!("{} exports both wasi:http handlers; it must export one", source.display()),
+            (Err(_), Err(_)) => anyhow::bail!(
+                "{} exports neither wasi:http/handler@0.3.0-rc-2026-03-15 nor wasi:http/incoming-handler@0.2",
+                source.display()
+            ),
+        };
+        Ok(Self { handler, stores })
+    }
+
+    /// Creates an instance in a fresh store and drops both: what serving a request costs a
+    /// WASIp2 component before its handler runs, and a WASIp3 one once per reused instance.
+    pub async fn instantiate_once(&self) -> anyhow::Result<()> {
+        let mut store = self.stores.new_store();
+        match &self.handler {
+            Handler::Wasip2(pre) => drop(pre.instantiate_async(&mut store).await?),
+            Handler::Wasip3(handler) => match handler.instance_pre() {
+                ProxyPre::P3(pre) => drop(pre.instantiate_async(&mut store).await?),
+                ProxyPre::P2(pre) => drop(pre.instantiate_async(&mut store).await?),
+            },
+        }
+        Ok(())
     }
 }

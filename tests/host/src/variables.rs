@@ -1,14 +1,18 @@
 //! Spin variables: `{{ name }}` templates, providers (static values, then the
 //! `SPIN_VARIABLE_*` environment), defaults, the start-up check for required variables,
-//! and `fermyon:spin/variables@2.0.0` for guests.
+//! and `fermyon:spin/variables@2.0.0` (WASIp2) and `spin:variables/variables@3.0.0`
+//! (WASIp3, asynchronous) for guests.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::{bail, ensure};
 
+use wasmtime::component::Accessor;
+
 use crate::{
-    bindings::fermyon::spin::variables::{self, Error as GuestError},
+    bindings::{fermyon::spin::variables::{self, Error as GuestError}, spin::variables::variables as variables3},
     manifest::Variable,
+    postgres::Capabilities,
 };
 
 /// Spin's rule for variable names: `[a-z][a-z0-9_]*[a-z0-9]` without `__`.
@@ -234,9 +238,28 @@ impl From<VariableError> for GuestError {
     }
 }
 
+impl From<VariableError> for variables3::Error {
+    fn from(error: VariableError) -> Self {
+        match error {
+            VariableError::InvalidName(message) => Self::InvalidName(message),
+            VariableError::Undefined(message) => Self::Undefined(message),
+            VariableError::Provider(message) => Self::Provider(message),
+            other @ VariableError::InvalidTemplate(_) => Self::Other(other.to_string()),
+        }
+    }
+}
+
 impl variables::Host for crate::runtime::RequestState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, GuestError>> {
         Ok(self.variables.get(&name).map_err(GuestError::from))
+    }
+}
+
+impl variables3::Host for crate::runtime::RequestState {}
+
+impl variables3::HostWithStore for Capabilities {
+    async fn get<T>(accessor: &Accessor<T, Self>, name: String) -> wasmtime::Result<Result<String, variables3::Error>> {
+        Ok(accessor.with(|mut access| access.get().variables.get(&name).map_err(variables3::Error::from)))
     }
 }
 

@@ -302,42 +302,68 @@ async fn a_zero_row_query_fails_loudly_as_spin_4_0_would_hang_and_is_empty_when_
     assert_eq!("fixed".parse(), Ok(SpinVersion::Fixed));
 }
 
-/// The components' rule (`wasmpay_common::db::Query`) under the Spin 4.0 guard: whatever a
-/// statement matches, Postgres returns at least one row, data-modifying CTEs run once, and
-/// the rows keep the statement's order.
+/// The session check (`wasmpay_common::db::Query::session_checked`): whatever a statement
+/// matches, Postgres returns at least one row (so the check always runs), data-modifying
+/// CTEs run once, the rows keep the statement's order, and an ended session fails the whole
+/// statement, writes included.
 #[tokio::test]
-async fn the_components_query_rule_never_returns_zero_rows() {
+async fn the_session_check_runs_whatever_the_query_matches() {
     use wasmpay_common::db::Query;
     let factory = ClientFactory::default();
     let db = database().await;
     let client = connect(&factory, &db).await;
     postgres::execute(&client, "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)", &[]).await.unwrap();
+    let user: ParameterValue = ParameterValue::Uuid("0190a1b2-0000-7000-8000-000000000001".into());
+    let session: ParameterValue = ParameterValue::Uuid("0190a1b2-0000-7000-8000-000000000002".into());
+    postgres::execute(
+        &client,
+        "INSERT INTO identity.users (id, email, email_key, password_hash, full_name) VALUES ($1, 'a@example.com', 'a@example.com', '$2b$04$x', 'A')",
+        &[user.clone()],
+    )
+    .await
+    .unwrap();
+    postgres::execute(&client, "INSERT INTO identity.sessions (id, user_id) VALUES ($1, $2)", &[session.clone(), user.clone()]).await.unwrap();
+    postgres::execute(
+        &client,
+        "INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
+         VALUES (sha256('t'), $1, (now() AT TIME ZONE 'UTC') + interval '1 hour')",
+        &[session.clone()],
+    )
+    .await
+    .unwrap();
     let run = |query: Query<'static>| {
         let client = &client;
+        let params = [session.clone(), user.clone()];
         async move {
-            postgres::guest_query(SpinVersion::Spin4_0, client, &query.at_least_one_row(None), &[])
+            postgres::guest_query(SpinVersion::Spin4_0, client, &query.session_checked(1), &params)
                 .await
                 .unwrap_or_else(|trap| panic!("{query:?} tripped the zero-row guard: {trap:#}"))
-                .unwrap()
-                .rows
         }
     };
-    let nothing = run(Query::select("SELECT id, body FROM notes WHERE id = 42")).await;
+    let nothing = run(Query::select("SELECT id, body FROM notes WHERE id = 42")).await.unwrap().rows;
     assert_eq!(nothing.len(), 1);
     assert!(nothing[0].iter().all(|value| *value == DbValue::DbNull), "{nothing:?}");
 
     let insert = "n AS (INSERT INTO notes VALUES (1, 'first') ON CONFLICT (id) DO NOTHING RETURNING *)";
-    let inserted = run(Query::with(insert, "SELECT id, body FROM n")).await;
+    let inserted = run(Query::with(insert, "SELECT id, body FROM n")).await.unwrap().rows;
     assert_eq!(inserted[0][0], DbValue::Boolean(true), "the first insert matched");
     assert_eq!(inserted[0][2..], [DbValue::Int32(1), DbValue::Str("first".into())]);
-    let conflict = run(Query::with(insert, "SELECT id, body FROM n")).await;
+    let conflict = run(Query::with(insert, "SELECT id, body FROM n")).await.unwrap().rows;
     assert_eq!(conflict.len(), 1);
     assert_eq!(conflict[0][0], DbValue::DbNull, "a conflict matches nothing, in one row");
 
-    let ordered = run(Query::select("SELECT n FROM generate_series(1, 200) n ORDER BY n DESC")).await;
+    let ordered = run(Query::select("SELECT n FROM generate_series(1, 200) n ORDER BY n DESC")).await.unwrap().rows;
     let values: Vec<DbValue> = ordered.iter().map(|row| row[2].clone()).collect();
     let expected: Vec<DbValue> = (1..=200).rev().map(DbValue::Int32).collect();
     assert_eq!(values, expected);
+
+    postgres::execute(&client, "UPDATE identity.sessions SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'logout'", &[])
+        .await
+        .unwrap();
+    let write = run(Query::with("n AS (INSERT INTO notes VALUES (2, 'second') RETURNING *)", "SELECT id FROM n WHERE false")).await;
+    assert!(matches!(&write, Err(PgError::QueryFailed(QueryError::Text(text))) if text.contains("28000")), "{write:?}");
+    let kept = postgres::query(&client, "SELECT count(*) FROM notes", &[]).await.unwrap();
+    assert_eq!(kept.rows, vec![vec![DbValue::Int64(1)]], "the refused statement wrote nothing");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use postgres_types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
 
-use crate::bindings::spin::postgres::postgres::{
+use crate::bindings::spin::postgres4_2_0::postgres::{
     Column, DbDataType, DbValue, Interval, ParameterValue, RangeBoundKind,
 };
 
@@ -134,6 +134,21 @@ pub fn columns(rows: &[Row]) -> Vec<Column> {
 }
 
 /// Decodes every value of a row; a value Spin cannot decode fails the whole query.
+/// What a value counts toward the result limit, as Spin counts it (`DbValue::memory_size`).
+pub fn memory_size(value: &DbValue) -> usize {
+    let fixed = std::mem::size_of::<DbValue>();
+    match value {
+        DbValue::ArrayInt32(v) => fixed + v.len() * std::mem::size_of::<Option<i32>>(),
+        DbValue::ArrayInt64(v) => fixed + v.len() * std::mem::size_of::<Option<i64>>(),
+        DbValue::ArrayDecimal(v) | DbValue::ArrayStr(v) => {
+            fixed + v.iter().map(|s| std::mem::size_of::<Option<String>>() + s.as_ref().map_or(0, String::len)).sum::<usize>()
+        }
+        DbValue::Str(s) | DbValue::Uuid(s) | DbValue::Decimal(s) => fixed + s.len(),
+        DbValue::Jsonb(b) | DbValue::Binary(b) | DbValue::Unsupported(b) => fixed + b.len(),
+        _ => fixed,
+    }
+}
+
 pub fn convert_row(row: &Row) -> Result<Vec<DbValue>, tokio_postgres::Error> {
     (0..row.len()).map(|index| convert_entry(row, index)).collect()
 }

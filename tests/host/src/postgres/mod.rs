@@ -1,15 +1,25 @@
-//! `spin:postgres/postgres@4.0.0`, as Spin's factor-outbound-pg serves it: the address is
-//! checked against `allowed_outbound_hosts`, connections come from a deadpool pool per
-//! address (64 connections, "Clean" recycling), every statement goes through
-//! tokio-postgres's `query`/`execute` (prepare, then execute), and errors carry SQLSTATE.
+//! `spin:postgres/postgres@4.2.0` (which components importing 4.0.0 link against too), as
+//! Spin's factor-outbound-pg serves it: the address is checked against
+//! `allowed_outbound_hosts`, connections come from a deadpool pool per component and address
+//! (64 connections, "Clean" recycling: the session is reset at every checkout), every
+//! statement goes through tokio-postgres's `query`/`execute` (prepare, then execute), and
+//! errors carry SQLSTATE.
+//!
+//! The synchronous functions (`open`, `query`, `execute`, what WASIp2 components call) and
+//! the asynchronous ones (`open-async`, `query-async`, `execute-async`, `build-async`, what
+//! WASIp3 components call) share one implementation. A connection is a pooled client behind
+//! an `Arc`, so a statement runs without holding the store, as in Spin.
 //!
 //! One behaviour differs between Spin releases, chosen with [`SpinVersion`]: under Spin
-//! 4.0.0 to 4.0.2 a `query` that returns zero rows never returns (spinframework/spin issue
-//! 3671: the host waits for a column list that Postgres only sends with the first row).
-//! Imitating that hang would stall the test run, so by default this host fails the request
-//! instead, loudly: a 500 and a log line naming the statement. Those releases also hand a
-//! failed query's error to the guest as text (the debug form of the structured error,
-//! SQLSTATE inside) rather than as `query-error::db-error`; the host does the same.
+//! 4.0.0 to 4.0.2 a synchronous `query` that returns zero rows never returns
+//! (spinframework/spin issue 3671: the host waits for a column list that Postgres only
+//! sends with the first row). Imitating that hang would stall the test run, so by default
+//! this host fails the request instead, loudly: a 500 and a log line naming the statement.
+//! Those releases also hand a failed synchronous query's error to the guest as text (the
+//! debug form of the structured error, SQLSTATE inside) rather than as
+//! `query-error::db-error`; the host does the same. `query-async` has neither quirk: it
+//! answers an empty result at once (without column metadata, as Spin) and a structured
+//! error.
 
 pub mod convert;
 
@@ -17,23 +27,34 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::StreamExt;
 use tokio_postgres::{NoTls, config::SslMode};
-use wasmtime::component::Resource;
+use wasmtime::component::{Accessor, FutureReader, HasData, Resource, StreamReader};
 
 use crate::{
     allowed_hosts::{AddressRefused, AllowedHost, check_postgres_address},
-    bindings::spin::postgres::postgres::{self as pg, DbError, Error as PgError, ParameterValue, QueryError, RowSet},
+    bindings::spin::postgres4_2_0::postgres::{
+        self as pg, Column, DbError, DbValue, Error as PgError, ParameterValue, QueryError, RowSet,
+    },
     runtime::RequestState,
     variables::{Resolver, Template},
 };
 
-/// A pooled connection handed to a guest; dropping it returns it to the pool.
-pub type Connection = deadpool_postgres::Object;
+/// A pooled connection handed to a guest; dropping the last reference returns it to the pool.
+pub type Connection = Arc<deadpool_postgres::Object>;
+
+/// `connection-builder`: an address and, optionally, a root certificate for TLS.
+pub struct ConnectionBuilder {
+    address: String,
+    ca_root: Option<String>,
+}
 
 const CONNECTION_POOL_SIZE: usize = 64;
 const CONNECTION_POOL_CACHE_CAPACITY: usize = 16;
+/// Largest result a query may buffer in the host (Spin's `MAX_HOST_BUFFERED_BYTES`).
+const MAX_RESULT_BYTES: usize = 128 << 20;
 
-/// The pools of one application, keyed by the exact address string (as in Spin).
+/// The pools of one component, keyed by the exact address string (as in Spin).
 #[derive(Default)]
 pub struct ClientFactory {
     pools: Mutex<Vec<(String, Pool)>>,
@@ -42,7 +63,7 @@ pub struct ClientFactory {
 impl ClientFactory {
     pub async fn get_client(&self, address: &str) -> anyhow::Result<Connection> {
         let pool = self.pool(address)?;
-        Ok(pool.get().await?)
+        Ok(Arc::new(pool.get().await?))
     }
 
     fn pool(&self, address: &str) -> anyhow::Result<Pool> {
@@ -110,7 +131,7 @@ pub struct InstanceState {
     factory: Arc<ClientFactory>,
     allowed_host_templates: Arc<Vec<Template>>,
     resolver: Arc<Resolver>,
-    /// Resolved on first use, once per request, like Spin's per-instance allow-list.
+    /// Resolved on first use, once per instance, like Spin's per-instance allow-list.
     allowed_hosts: Option<Result<Vec<AllowedHost>, String>>,
 }
 
@@ -189,7 +210,8 @@ fn as_refs(params: &[convert::SqlParam]) -> Vec<&(dyn postgres_types::ToSql + Sy
     params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect()
 }
 
-/// `connection.open`: the allow-list check, then a connection from the address's pool.
+/// `connection.open` and `open-async`: the allow-list check, then a connection from the
+/// address's pool.
 pub async fn open(
     factory: &ClientFactory,
     allowed_hosts: Result<&[AllowedHost], String>,
@@ -225,6 +247,46 @@ pub async fn query(client: &Connection, statement: &str, params: &[ParameterValu
         .collect::<Result<_, _>>()
         .map_err(|e| PgError::QueryFailed(QueryError::Text(format!("{:#}", anyhow::Error::from(e)))))?;
     Ok(RowSet { columns, rows })
+}
+
+/// What `query-async` hands over: the columns (inferred from the first row, none for an
+/// empty result), the rows, and how the statement ended. A failure before execution (a
+/// statement Postgres cannot prepare, a parameter that cannot be converted) is the outer
+/// error; one during execution arrives after the rows read so far, as in Spin.
+pub async fn query_streamed(
+    client: &Connection,
+    statement: &str,
+    params: &[ParameterValue],
+) -> Result<(Vec<Column>, Vec<Vec<DbValue>>, Result<(), PgError>), PgError> {
+    let params = convert_parameters(params).map_err(|e| PgError::BadParameter(format!("{e:#}")))?;
+    let stream = client.query_raw(statement, params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync))).await.map_err(|e| query_failed(&e))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    let mut bytes = 0;
+    while let Some(row) = stream.next().await {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => return Ok((columns, rows, Err(query_failed(&e)))),
+        };
+        if rows.is_empty() {
+            columns = convert::columns(std::slice::from_ref(&row));
+        }
+        let values = match convert::convert_row(&row) {
+            Ok(values) => values,
+            Err(e) => {
+                let text = format!("{:#}", anyhow::Error::from(e));
+                return Ok((columns, rows, Err(PgError::QueryFailed(QueryError::Text(text)))));
+            }
+        };
+        bytes += values.iter().map(convert::memory_size).sum::<usize>();
+        if bytes > MAX_RESULT_BYTES {
+            let text = format!("query result exceeds limit of {MAX_RESULT_BYTES} bytes");
+            return Ok((columns, rows, Err(PgError::QueryFailed(QueryError::Text(text)))));
+        }
+        rows.push(values);
+    }
+    Ok((columns, rows, Ok(())))
 }
 
 /// `connection.query` as the guest sees it under `version`: a zero-row result under Spin
@@ -264,19 +326,72 @@ pub async fn execute(client: &Connection, statement: &str, params: &[ParameterVa
         .map_err(|e| query_failed(&e))
 }
 
+/// `connection-builder.build`: this host has no TLS, so a root certificate can only be
+/// given for a connection that does not use it.
+fn check_builder(builder: &ConnectionBuilder) -> Result<(), PgError> {
+    if builder.ca_root.is_none() {
+        return Ok(());
+    }
+    let config: tokio_postgres::Config = builder
+        .address
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgError::ConnectionFailed(e.to_string()))?;
+    match config.get_ssl_mode() {
+        SslMode::Disable => Ok(()),
+        _ => Err(PgError::ConnectionFailed(
+            "a root certificate asks for TLS, which the wasmpay test host does not speak to Postgres (sslmode=disable)".into(),
+        )),
+    }
+}
+
+impl RequestState {
+    fn client(&self, connection: &Resource<Connection>) -> Result<Connection, PgError> {
+        self.table
+            .get(connection)
+            .map(Arc::clone)
+            .map_err(|_| PgError::ConnectionFailed("no connection found".into()))
+    }
+
+    fn push_connection(&mut self, client: Connection) -> Result<Resource<Connection>, PgError> {
+        self.table
+            .push(client)
+            .map_err(|_| PgError::ConnectionFailed("too many connections".into()))
+    }
+}
+
+/// What an asynchronous host function needs of the store, taken without holding it.
+fn opener<T>(accessor: &Accessor<T, Capabilities>) -> (Arc<ClientFactory>, Result<Vec<AllowedHost>, String>) {
+    accessor.with(|mut access| {
+        let state = access.get();
+        let allowed = state.postgres.allowed_hosts().map(<[AllowedHost]>::to_vec);
+        (state.postgres.factory.clone(), allowed)
+    })
+}
+
+/// `open-async` and `build-async`: a connection opened without holding the store, then
+/// entered in the instance's table.
+async fn open_into_table<T>(accessor: &Accessor<T, Capabilities>, address: &str) -> Result<Resource<Connection>, PgError> {
+    let (factory, allowed) = opener(accessor);
+    let client = open(&factory, allowed.as_deref().map_err(Clone::clone), address).await?;
+    accessor.with(|mut access| access.get().push_connection(client))
+}
+
+/// The store data the capabilities are implemented for.
+pub struct Capabilities;
+
+impl HasData for Capabilities {
+    type Data<'a> = &'a mut RequestState;
+}
+
 impl pg::Host for RequestState {}
 
 impl pg::HostConnection for RequestState {
     async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
         let factory = self.postgres.factory.clone();
-        let client = match open(&factory, self.postgres.allowed_hosts(), &address).await {
-            Ok(client) => client,
-            Err(e) => return Ok(Err(e)),
-        };
-        match self.table.push(client) {
-            Ok(resource) => Ok(Ok(resource)),
-            Err(_) => Ok(Err(PgError::ConnectionFailed("too many connections".into()))),
-        }
+        Ok(match open(&factory, self.postgres.allowed_hosts(), &address).await {
+            Ok(client) => self.push_connection(client),
+            Err(e) => Err(e),
+        })
     }
 
     async fn query(
@@ -285,9 +400,9 @@ impl pg::HostConnection for RequestState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, PgError>> {
-        match self.table.get(&connection) {
-            Ok(client) => guest_query(self.postgres.spin_version, client, &statement, &params).await,
-            Err(_) => Ok(Err(PgError::ConnectionFailed("no connection found".into()))),
+        match self.client(&connection) {
+            Ok(client) => guest_query(self.postgres.spin_version, &client, &statement, &params).await,
+            Err(e) => Ok(Err(e)),
         }
     }
 
@@ -297,15 +412,102 @@ impl pg::HostConnection for RequestState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
-        match self.table.get(&connection) {
-            Ok(client) => Ok(execute(client, &statement, &params).await),
-            Err(_) => Ok(Err(PgError::ConnectionFailed("no connection found".into()))),
-        }
+        Ok(match self.client(&connection) {
+            Ok(client) => execute(&client, &statement, &params).await,
+            Err(e) => Err(e),
+        })
     }
 
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
-        // Dropping the pooled object hands the connection back to its pool.
+        // Dropping the last reference hands the connection back to its pool.
         drop(self.table.delete(connection)?);
         Ok(())
+    }
+}
+
+impl pg::HostConnectionBuilder for RequestState {
+    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<ConnectionBuilder>> {
+        Ok(self.table.push(ConnectionBuilder { address, ca_root: None })?)
+    }
+
+    async fn set_ca_root(
+        &mut self,
+        builder: Resource<ConnectionBuilder>,
+        certificate: String,
+    ) -> wasmtime::Result<Result<(), PgError>> {
+        if !certificate.contains("-----BEGIN CERTIFICATE-----") {
+            return Ok(Err(PgError::Other("invalid root certificate: not a PEM certificate".into())));
+        }
+        self.table.get_mut(&builder)?.ca_root = Some(certificate);
+        Ok(Ok(()))
+    }
+
+    async fn build(&mut self, builder: Resource<ConnectionBuilder>) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
+        let builder = self.table.get(&builder)?;
+        if let Err(e) = check_builder(builder) {
+            return Ok(Err(e));
+        }
+        let address = builder.address.clone();
+        pg::HostConnection::open(self, address).await
+    }
+
+    async fn drop(&mut self, builder: Resource<ConnectionBuilder>) -> wasmtime::Result<()> {
+        self.table.delete(builder)?;
+        Ok(())
+    }
+}
+
+impl pg::HostConnectionWithStore for Capabilities {
+    async fn open_async<T>(accessor: &Accessor<T, Self>, address: String) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
+        Ok(open_into_table(accessor, &address).await)
+    }
+
+    async fn query_async<T>(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<(Vec<Column>, StreamReader<Vec<DbValue>>, FutureReader<Result<(), PgError>>), PgError>> {
+        let client = match accessor.with(|mut access| access.get().client(&connection)) {
+            Ok(client) => client,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (columns, rows, outcome) = match query_streamed(&client, &statement, &params).await {
+            Ok(result) => result,
+            Err(e) => return Ok(Err(e)),
+        };
+        accessor.with(|mut access| {
+            let rows = StreamReader::new(&mut access, rows)?;
+            let outcome = FutureReader::new(&mut access, std::future::ready(Ok::<_, wasmtime::Error>(outcome)))?;
+            Ok(Ok((columns, rows, outcome)))
+        })
+    }
+
+    async fn execute_async<T>(
+        accessor: &Accessor<T, Self>,
+        connection: Resource<Connection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, PgError>> {
+        Ok(match accessor.with(|mut access| access.get().client(&connection)) {
+            Ok(client) => execute(&client, &statement, &params).await,
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl pg::HostConnectionBuilderWithStore for Capabilities {
+    async fn build_async<T>(
+        accessor: &Accessor<T, Self>,
+        builder: Resource<ConnectionBuilder>,
+    ) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
+        let address = accessor.with(|mut access| -> wasmtime::Result<Result<String, PgError>> {
+            let builder = access.get().table.get(&builder)?;
+            Ok(check_builder(builder).map(|()| builder.address.clone()))
+        })?;
+        match address {
+            Ok(address) => Ok(open_into_table(accessor, &address).await),
+            Err(e) => Ok(Err(e)),
+        }
     }
 }

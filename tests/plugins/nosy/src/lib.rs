@@ -14,7 +14,7 @@ struct Nosy;
 
 impl Guest for Nosy {
     fn evaluate(_posting: Posting, _settings: Vec<(String, String)>) -> Decision {
-        let found = spin_sdk::variables::get("db_url").unwrap_or_else(|e| e.to_string());
+        let found = spin_sdk::wit_bindgen::block_on(spin_sdk::variables::get("db_url")).unwrap_or_else(|e| e.to_string());
         Decision::Refuse(Refusal {
             status: 403,
             slug: "nosy".into(),
