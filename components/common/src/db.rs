@@ -30,6 +30,8 @@
 
 mod kept;
 
+pub use kept::MAX_IDLE_CONNECTIONS;
+
 use spin_sdk::pg::{self, Connection, DbValue, Decode, ParameterValue, PgError};
 
 use crate::{

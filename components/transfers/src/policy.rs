@@ -8,7 +8,7 @@
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wasmpay_common::{currency::Currency, email::Email, problem::Problem};
+use wasmpay_common::{config, currency::Currency, email::Email, problem::Problem};
 
 spin_sdk::wit_bindgen::generate!({
     path: "../../wit/policy",
@@ -130,13 +130,8 @@ fn posting(intent: &Intent) -> first_policy::Posting {
 async fn settings() -> Result<Vec<(String, String)>, Problem> {
     let mut settings = Vec::new();
     for name in SETTINGS {
-        match spin_sdk::variables::get(name).await {
-            Ok(value) => settings.push((name.to_owned(), value)),
-            Err(spin_sdk::variables::Error::Undefined(_)) => {}
-            Err(error) => {
-                eprintln!("policy setting {name} could not be read: {error}");
-                return Err(Problem::internal());
-            }
+        if let Some(value) = config::optional(name).await? {
+            settings.push((name.to_owned(), value));
         }
     }
     Ok(settings)

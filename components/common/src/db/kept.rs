@@ -21,10 +21,14 @@
 //!   or shutdown SQLSTATE), gives its connection back to Spin, which replaces it. Such a
 //!   failure also drops every idle connection of the instance, which a server restart would
 //!   have ended too: only the request that found the connection dead sees the error.
-//! - **Bounded.** A request holds at most one connection and the idle list at most
-//!   [`MAX_IDLE_CONNECTIONS`], so an instance holds at most as many as it serves requests at
-//!   once (Spin's `--max-instance-concurrent-reuse-count`) and no more than that many once idle;
-//!   the instance's connections go back to Spin's pool when it retires.
+//! - **Only while the instance is busy.** When an instance's last request in flight ends,
+//!   every connection it kept goes back to Spin. An idle instance lingers until Spin
+//!   retires it (`--idle-instance-timeout`, 1 s), and connections it held meanwhile would be
+//!   missing from Spin's pool (64 per component and address) for the instances that have
+//!   requests: measured, keeping them made requests wait for a connection about a second at
+//!   p99 (BENCHMARKS.md, "Instances and connections").
+//! - **Bounded.** A request holds one connection, an instance keeps at most
+//!   [`MAX_IDLE_CONNECTIONS`] idle, only while another of its requests runs.
 
 use std::cell::{Cell, RefCell};
 
@@ -32,8 +36,8 @@ use spin_sdk::pg::Connection;
 
 use super::DbError;
 
-/// Connections an idle instance keeps, at most. Spin's pool holds 64 connections per
-/// component and address; eight per instance leaves room for instances that are busy.
+/// Connections a busy instance keeps idle, at most. Spin's pool holds 64 connections per
+/// component and address; eight per instance leaves room for the others.
 pub const MAX_IDLE_CONNECTIONS: usize = 8;
 
 struct Idle {
@@ -44,6 +48,8 @@ struct Idle {
 thread_local! {
     /// Connections no request is using, the most recently used last.
     static IDLE: RefCell<Vec<Idle>> = const { RefCell::new(Vec::new()) };
+    /// Leases alive: requests of this instance holding a connection now.
+    static LEASED: Cell<usize> = const { Cell::new(0) };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +92,7 @@ impl Lease {
                 (configure(connection).await?, false)
             }
         };
+        LEASED.with(|leased| leased.set(leased.get() + 1));
         Ok(Self {
             address,
             connection: Some(connection),
@@ -119,7 +126,18 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        let others = LEASED.with(|leased| {
+            leased.set(leased.get() - 1);
+            leased.get()
+        });
         let Some(connection) = self.connection.take() else { return };
+        if others == 0 {
+            // The instance has no request in flight: it may idle until Spin retires it
+            // (`--idle-instance-timeout`), and connections it kept meanwhile would be
+            // missing from Spin's pool for instances that have requests.
+            IDLE.with(|idle| idle.borrow_mut().clear());
+            return;
+        }
         if self.health.get() != Health::Ready {
             return;
         }
