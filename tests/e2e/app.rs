@@ -14,7 +14,7 @@ use wasmpay_host::{HostConfig, RunningHost};
 use wasmpay_test_support::{
     paths,
     postgres::{self, Database, server},
-    spin::{SpinApp, SpinUp},
+    spin::{self, SpinApp, SpinUp},
 };
 
 use crate::openapi::OpenApi;
@@ -75,6 +75,7 @@ impl Server {
                     dependency_sources: config.dependency_sources,
                     runtime_config: Some(runtime_config_file()),
                     from_registry: None,
+                    instance_flags: config.reuse.to_flags(),
                 };
                 Ok(Server::Spin(SpinApp::start(&up).await?))
             }
@@ -133,6 +134,8 @@ impl TestApp {
             .variable("event_encryption_key_id", EVENT_KEY_ID)
             // bcrypt's minimum: the tests exercise logic, the benchmark measures the real cost.
             .variable("bcrypt_cost", "4");
+        config.reuse = wasmpay_host::InstanceReuse::from_flags(&spin::instance_flags())
+            .expect("wasmpay's instance flags are valid");
         for component in COMPONENTS {
             config = config.component_source(component, paths::component(component));
         }

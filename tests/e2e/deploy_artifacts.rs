@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use wasmpay_test_support::paths;
+use wasmpay_test_support::{paths, spin};
 
 fn deploy() -> PathBuf {
     paths::repo_root().join("deploy")
@@ -373,6 +373,9 @@ fn the_spin_image_builds_every_component_and_plugin_as_spin_build_does() {
         assert!(read(&paths::repo_root().join("spin.toml")).contains(&format!("target/wasm32-wasip2/release/{file}")));
     }
     assert!(last.contains("COPY spin.toml runtime-config.toml"));
+    let entrypoint = last.lines().find(|l| l.starts_with("ENTRYPOINT ")).expect("an ENTRYPOINT");
+    let flags: Vec<String> = spin::instance_args(&spin::instance_flags()).iter().map(|arg| format!("\"{arg}\"")).collect();
+    assert!(entrypoint.contains(&flags.join(", ")), "spin up runs without wasmpay's instance flags {flags:?}: {entrypoint}");
     let ignored = read(&paths::repo_root().join(".dockerignore"));
     assert!(ignored.lines().any(|l| l == "target/"), "the build context leaves target/ out");
 }

@@ -25,6 +25,7 @@ use anyhow::{Context, bail, ensure};
 use wasmpay_test_support::{
     cluster::LocalCluster,
     paths::{self, COMPONENTS, RUST_POLICIES, TEST_POLICIES},
+    spin,
 };
 
 fn main() -> ExitCode {
@@ -167,7 +168,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     step("running the test suite (end-to-end tests under wasmpay-host)");
     run(cargo().arg("test").args(args).env("WASMPAY_E2E_RUNTIME", "host"))?;
-    let Some(spin) = wasmpay_test_support::spin::binary() else {
+    let Some(spin) = spin::binary() else {
         eprintln!(
             "\x1b[1mSpin CLI not found ($SPIN, PATH, ../shared/bin/spin): the end-to-end tests ran under wasmpay-host only\x1b[0m"
         );
@@ -222,10 +223,10 @@ fn up() -> anyhow::Result<()> {
 
 fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
     let db_host = db_host(database_url)?;
-    let spin = wasmpay_test_support::spin::binary();
-    if let Some(spin) = &spin {
+    let spin_cli = spin::binary();
+    if let Some(spin_cli) = &spin_cli {
         step("building with spin build");
-        run(Command::new(spin).arg("build").current_dir(root).env_remove("CARGO_TARGET_DIR"))?;
+        run(Command::new(spin_cli).arg("build").current_dir(root).env_remove("CARGO_TARGET_DIR"))?;
         run(cargo().args(["build", "-p", "bridge"]))?;
     } else {
         build()?;
@@ -245,12 +246,12 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         }
     };
 
-    let mut server = if let Some(spin) = &spin {
+    let mut server = if let Some(spin_cli) = &spin_cli {
         // What wasmpay-host refuses to load (a policy plugin importing a capability), Spin
         // would run with every capability call denied: refuse it here instead.
         wasmpay_host::check_dependencies(&wasmpay_host::HostConfig::new(root.join("spin.toml")))?;
         step(&format!("serving with spin up on http://{listen}"));
-        let mut command = Command::new(spin);
+        let mut command = Command::new(spin_cli);
         command.args(["up", "--listen", listen, "--runtime-config-file", "runtime-config.toml"]);
         command
     } else {
@@ -266,6 +267,8 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
         }
         command
     };
+    // wasmpay's instance reuse and request timeout; wasmpay-host takes Spin's flags.
+    server.args(spin::instance_args(&spin::instance_flags()));
     for (name, value) in &secrets {
         server.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
     }

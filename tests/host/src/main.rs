@@ -43,26 +43,12 @@ struct Args {
     /// Requests one instance of a WASIp3 component serves at once (as `spin up`).
     #[arg(long, default_value_t = InstanceReuse::default().max_concurrent)]
     max_instance_concurrent_reuse_count: usize,
-    /// How long a WASIp3 request may run, e.g. `30s` or `500ms` (as `spin up`; default: no limit).
-    #[arg(long, value_parser = parse_duration)]
+    /// How long a WASIp3 request may run, in whole seconds such as `30s` (as `spin up`; default: no limit).
+    #[arg(long, value_parser = wasmpay_host::runtime::parse_duration)]
     request_timeout: Option<Duration>,
     /// How long an idle WASIp3 instance is kept for the next request (as `spin up`).
-    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, value_parser = wasmpay_host::runtime::parse_duration, default_value = "1s")]
     idle_instance_timeout: Duration,
-}
-
-/// `30`, `30s`, `500ms`: seconds unless a unit says otherwise, as `spin up` reads them.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, "s"), |at| text.split_at(at));
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s or 500ms"))?;
-    let seconds = match unit {
-        "s" => value,
-        "ms" => value / 1e3,
-        "us" | "μs" => value / 1e6,
-        "ns" => value / 1e9,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (s, ms, us, ns)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {

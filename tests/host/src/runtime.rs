@@ -63,6 +63,52 @@ impl Default for InstanceReuse {
     }
 }
 
+impl InstanceReuse {
+    /// Spin's defaults with `spin up`'s flags applied (`--max-instance-reuse-count`,
+    /// `--max-instance-concurrent-reuse-count`, `--request-timeout`,
+    /// `--idle-instance-timeout`, each with a single value).
+    pub fn from_flags(flags: &[(String, String)]) -> anyhow::Result<Self> {
+        let mut reuse = Self::default();
+        for (name, value) in flags {
+            let count = || value.parse::<usize>().with_context(|| format!("{name} {value}: not a count"));
+            match name.as_str() {
+                "--max-instance-reuse-count" => reuse.max_requests = count()?,
+                "--max-instance-concurrent-reuse-count" => reuse.max_concurrent = count()?,
+                "--request-timeout" => reuse.request_timeout = Some(parse_duration(value).map_err(anyhow::Error::msg)?),
+                "--idle-instance-timeout" => reuse.idle_timeout = parse_duration(value).map_err(anyhow::Error::msg)?,
+                other => anyhow::bail!("{other} is not an instance reuse flag of spin up"),
+            }
+        }
+        anyhow::ensure!(reuse.max_requests >= 1 && reuse.max_concurrent >= 1, "instance reuse counts must be at least 1");
+        Ok(reuse)
+    }
+
+    /// The flags that give `spin up` these settings (durations in whole seconds, all Spin
+    /// 4.0.2 reads).
+    pub fn to_flags(&self) -> Vec<(String, String)> {
+        let mut flags = vec![
+            ("--max-instance-reuse-count".to_owned(), self.max_requests.to_string()),
+            ("--max-instance-concurrent-reuse-count".to_owned(), self.max_concurrent.to_string()),
+            ("--idle-instance-timeout".to_owned(), format!("{}s", self.idle_timeout.as_secs())),
+        ];
+        if let Some(timeout) = self.request_timeout {
+            flags.push(("--request-timeout".to_owned(), format!("{}s", timeout.as_secs())));
+        }
+        flags
+    }
+}
+
+/// A duration as `spin up` 4.0.2 reads one: whole seconds, bare or with an `s` (`30`, `30s`).
+/// Spin's parser strips the `s` before it tries `ms`, `us` or `ns`, so `500ms` is refused
+/// there; this host refuses it too rather than accept what Spin would not.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let seconds = text.strip_suffix('s').unwrap_or(text);
+    seconds
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{text:?} is not a whole number of seconds such as 30 or 30s (what spin up 4.0.2 reads)"))
+}
+
 /// Everything an instance's store holds.
 pub struct RequestState {
     wasi: WasiCtx,
@@ -346,18 +392,5 @@ impl ComponentRuntime {
         };
         Ok(Self { handler, stores })
     }
-
-    /// Creates an instance in a fresh store and drops both: what serving a request costs a
-    /// WASIp2 component before its handler runs, and a WASIp3 one once per reused instance.
-    pub async fn instantiate_once(&self) -> anyhow::Result<()> {
-        let mut store = self.stores.new_store();
-        match &self.handler {
-            Handler::Wasip2(pre) => drop(pre.instantiate_async(&mut store).await?),
-            Handler::Wasip3(handler) => match handler.instance_pre() {
-                ProxyPre::P3(pre) => drop(pre.instantiate_async(&mut store).await?),
-                ProxyPre::P2(pre) => drop(pre.instantiate_async(&mut store).await?),
-            },
-        }
-        Ok(())
-    }
 }
+

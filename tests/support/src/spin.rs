@@ -33,8 +33,28 @@ pub fn binary() -> Option<PathBuf> {
     on_path.or_else(|| Some(paths::repo_root().join("../shared/bin/spin")).filter(|p| p.is_file()))
 }
 
+/// How wasmpay runs `spin up` (and `wasmpay-host`, which takes the same flags): how its
+/// WASIp3 instances are reused and how long a request may run. BENCHMARKS.md ("Instance
+/// reuse") has the measurements behind the values; `cargo xtask up`, the tests, the
+/// benchmarks and `deploy/` use exactly these.
+pub const INSTANCE_FLAGS: [(&str, &str); 3] = [
+    ("--max-instance-reuse-count", "128"),
+    ("--max-instance-concurrent-reuse-count", "16"),
+    ("--request-timeout", "30s"),
+];
+
+/// [`INSTANCE_FLAGS`], owned.
+pub fn instance_flags() -> Vec<(String, String)> {
+    INSTANCE_FLAGS.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
+}
+
+/// Flags as command-line arguments.
+pub fn instance_args(flags: &[(String, String)]) -> Vec<String> {
+    flags.iter().flat_map(|(name, value)| [name.clone(), value.clone()]).collect()
+}
+
 /// What to serve: the manifest and what `spin up` gets on its command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SpinUp {
     pub manifest: PathBuf,
     /// `--variable name=value`: wins over every provider.
@@ -47,6 +67,22 @@ pub struct SpinUp {
     pub runtime_config: Option<PathBuf>,
     /// `-f`: run this reference (a registry image) instead of the manifest.
     pub from_registry: Option<String>,
+    /// Instance reuse and request timeout flags (default: [`INSTANCE_FLAGS`]).
+    pub instance_flags: Vec<(String, String)>,
+}
+
+impl Default for SpinUp {
+    fn default() -> Self {
+        Self {
+            manifest: PathBuf::new(),
+            variables: BTreeMap::new(),
+            component_sources: BTreeMap::new(),
+            dependency_sources: BTreeMap::new(),
+            runtime_config: None,
+            from_registry: None,
+            instance_flags: instance_flags(),
+        }
+    }
 }
 
 /// A running `spin up`; stopped when dropped.
@@ -95,6 +131,7 @@ impl SpinApp {
         for (name, value) in &up.variables {
             command.arg("--variable").arg(format!("{name}={value}"));
         }
+        command.args(instance_args(&up.instance_flags));
         // Only this application's variables: none leak in from the caller's environment.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("SPIN_VARIABLE_") {
