@@ -17,6 +17,7 @@ mod fuzz;
 mod health;
 mod host;
 mod identity;
+mod instances;
 mod kafka_security;
 mod migrations;
 mod policies;
