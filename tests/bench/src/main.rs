@@ -3,12 +3,15 @@
 
 mod client;
 mod cpu;
+mod instances;
 mod login;
 mod pgledger;
 mod platform;
 mod policies;
 mod relay;
+mod reuse;
 mod transfers;
+mod worktree;
 
 use clap::{Parser, Subcommand};
 
@@ -54,8 +57,8 @@ enum Bench {
         #[arg(long, value_name = "SECRET", requires = "target_url")]
         jwt_secret: Option<String>,
     },
-    /// POST /transfers under Spin with the rules as policy plugins (this checkout) vs built into the engine (the last
-    /// commit before plugins, built in a git worktree), each on its own database, in alternating rounds.
+    /// POST /transfers under Spin with the shipped policy plugins vs plugins that allow everything (no fee, no
+    /// requirement), both this checkout, on one database, in alternating rounds.
     Policies {
         /// Measured seconds per round and build.
         #[arg(long, default_value_t = 15)]
@@ -65,6 +68,22 @@ enum Bench {
         /// Serve both builds with wasmpay-host instead of `spin up`.
         #[arg(long)]
         host: bool,
+    },
+    /// POST /transfers under `spin up` for --requests requests, with wasmpay's instance flags and with one instance
+    /// reused for the whole run, sampling the resident memory of Spin's processes: does memory grow with reuse?
+    Reuse {
+        #[arg(long, default_value_t = 100_000)]
+        requests: usize,
+    },
+    /// POST /transfers (uniform) under `spin up` with each configuration: spin up flags and variables, as
+    /// "--max-instance-reuse-count 128 db_idle_connections=8".
+    Instances {
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// GET /transfers/health instead of POST /transfers.
+        #[arg(long)]
+        health: bool,
+        configurations: Vec<String>,
     },
     /// bridge relay draining a 50,000-event backlog vs a raw rdkafka producer, and the
     /// commit-to-publish lag at a steady rate.
@@ -124,6 +143,8 @@ fn main() -> anyhow::Result<()> {
                 policies::run(seconds, rounds, runtime).await
             }
             Bench::Relay { rate, seconds, batch_size, rounds } => relay::run(rate, seconds, batch_size, rounds).await,
+            Bench::Reuse { requests } => reuse::run(requests).await,
+            Bench::Instances { seconds, health, configurations } => instances::run(seconds, health, &configurations).await,
         }
     })
 }

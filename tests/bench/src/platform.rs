@@ -13,7 +13,7 @@ use wasmpay_host::{HostConfig, RunningHost};
 use wasmpay_test_support::{
     cluster::LocalCluster,
     paths, postgres,
-    spin::{SpinApp, SpinUp},
+    spin::{self, SpinApp, SpinUp},
 };
 
 use crate::cpu;
@@ -116,6 +116,7 @@ impl Platform {
             manifest: paths::repo_root().join("spin.toml"),
             component_sources: sources,
             dependency_sources: paths::policy_slot_sources(),
+            instance_flags: spin::instance_flags(),
         };
         self.serve_build(runtime, build, &[]).await
     }
@@ -127,6 +128,7 @@ impl Platform {
         Ok(match runtime {
             Runtime::Host => {
                 let mut config = HostConfig::new(build.manifest);
+                config.reuse = wasmpay_host::InstanceReuse::from_flags(&build.instance_flags)?;
                 config.variables = variables;
                 config.component_sources = build.component_sources;
                 config.dependency_sources = build.dependency_sources;
@@ -142,6 +144,7 @@ impl Platform {
                     variables,
                     component_sources: build.component_sources,
                     dependency_sources: build.dependency_sources,
+                    instance_flags: build.instance_flags,
                     ..SpinUp::default()
                 };
                 let spin = SpinApp::start(&up).await.context("spin up did not start")?;
@@ -160,6 +163,8 @@ pub struct Build {
     pub manifest: PathBuf,
     pub component_sources: BTreeMap<String, PathBuf>,
     pub dependency_sources: BTreeMap<(String, String), PathBuf>,
+    /// How `spin up` (or the host) reuses instances: wasmpay's flags unless a run compares others.
+    pub instance_flags: Vec<(String, String)>,
 }
 
 impl Drop for Platform {

@@ -17,12 +17,13 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use wasmpay_test_support::{cluster, postgres, spin};
+use wasmpay_test_support::{cluster, paths, postgres, spin};
 
 use crate::{
     client::{Client, percentiles},
     cpu,
-    platform::{JWT_SECRET, Platform, Runtime, Server},
+    platform::{Build, JWT_SECRET, Platform, Runtime, Server},
+    worktree,
 };
 
 pub const WALLETS: usize = 10_000;
@@ -607,6 +608,24 @@ pub struct Options {
     pub jwt_secret: Option<String>,
 }
 
+/// The last commit whose components were WASIp2 (spin-sdk 5.2: a fresh instance and a reset
+/// pooled connection per request under Spin), measured beside this checkout's WASIp3 build.
+pub const WASIP2_COMMIT: &str = "f117abb";
+
+/// The API components of [`WASIP2_COMMIT`] (built in a worktree) with this checkout's web
+/// component and policy plugins, under that commit's manifest; the database schema is the same.
+fn wasip2_build(platform: &Platform) -> anyhow::Result<Build> {
+    let built = worktree::build(platform.scratch(), WASIP2_COMMIT, &["identity", "accounts", "transfers"], "bench-wasip2")?;
+    let mut component_sources = built.components;
+    component_sources.insert("web".into(), paths::component("web"));
+    Ok(Build {
+        manifest: built.manifest,
+        component_sources,
+        dependency_sources: paths::policy_slot_sources(),
+        instance_flags: Vec::new(),
+    })
+}
+
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let seconds = options.seconds;
     let platform = match &options.database_url {
@@ -671,6 +690,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                         server.pid().unwrap_or_default()
                     );
                     servers.push(server);
+                    let mut wasip2 = platform.serve_build(Runtime::Spin, wasip2_build(&platform)?, &[]).await?;
+                    wasip2.name = format!("Spin, WASIp2 build ({WASIP2_COMMIT})");
+                    println!("{}: spin up pid {}", wasip2.name, wasip2.pid().unwrap_or_default());
+                    servers.push(wasip2);
                 }
                 None => {
                     spin_missing = true;
