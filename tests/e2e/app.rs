@@ -140,8 +140,9 @@ impl TestApp {
             config = config.component_source(component, paths::component(component));
         }
         config.dependency_sources = paths::policy_slot_sources();
-        config.providers = wasmpay_host::runtime_config::load_providers(&runtime_config_file())
-            .expect("runtime-config.toml is valid");
+        let runtime_config = wasmpay_host::runtime_config::load(&runtime_config_file()).expect("runtime-config.toml is valid");
+        config.providers = runtime_config.providers;
+        config.max_instance_memory = runtime_config.max_instance_memory;
         config
     }
 

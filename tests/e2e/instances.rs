@@ -5,7 +5,8 @@
 //! changes nothing, a connection the database dropped fails at most the request that finds
 //! it, no request waits for a connection under three times an instance's concurrency, and a trap
 //! ends only the requests of its own instance, whose payments an Idempotency-Key replay
-//! recovers.
+//! recovers; an instance serves thousands of requests within runtime-config.toml's memory
+//! limit.
 
 use std::time::{Duration, Instant};
 
@@ -286,4 +287,35 @@ async fn a_trap_ends_the_requests_sharing_its_instance_and_a_replay_recovers_eac
     assert_eq!(count(&app, "SELECT count(*) FROM ledger.transfers WHERE kind = 'transfer'").await, 3);
     assert_eq!(balance(&app, &alice, &from).await, "97.00");
     assert_books_balance(&app).await;
+}
+
+/// One instance for 4,000 requests (8 at once), under runtime-config.toml's
+/// `max_instance_memory` (64 MiB, which both runtimes enforce): a component that kept a few
+/// kilobytes of every request would outgrow it and answer 500s. (Outside the guest's
+/// memory, the runtime's own state for an instance grows with the requests it served:
+/// BENCHMARKS.md, "Instances and connections".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_serves_thousands_of_requests_within_its_memory_limit() {
+    const REQUESTS: usize = 4_000;
+    let app = TestApp::spawn_with(|mut config| {
+        config.reuse.max_requests = REQUESTS;
+        config
+    })
+    .await;
+    assert!(app_memory_limit().is_some(), "runtime-config.toml sets max_instance_memory");
+    let alice = verified(&app, "memory-alice").await;
+    let mine = funded_wallet(&app, &alice, "USD", "10").await;
+    let clients = app_concurrency();
+    let served = join_all((0..clients).map(|_| async {
+        for _ in 0..REQUESTS / clients {
+            app.get(&format!("/accounts/{mine}")).bearer(&alice.access).send().await.expect(200);
+        }
+    }))
+    .await;
+    assert_eq!(served.len(), clients);
+    assert_eq!(balance(&app, &alice, &mine).await, "10.00");
+}
+
+fn app_memory_limit() -> Option<usize> {
+    wasmpay_host::runtime_config::load(&crate::app::runtime_config_file()).ok()?.max_instance_memory
 }

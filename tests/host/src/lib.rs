@@ -62,6 +62,9 @@ pub struct HostConfig {
     pub spin_version: SpinVersion,
     /// How WASIp3 components' instances are reused (default: Spin's).
     pub reuse: InstanceReuse,
+    /// The most bytes a linear memory of an instance may grow to (runtime config
+    /// `max_instance_memory`; none: no limit).
+    pub max_instance_memory: Option<usize>,
 }
 
 impl HostConfig {
@@ -76,6 +79,7 @@ impl HostConfig {
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             spin_version: SpinVersion::default(),
             reuse: InstanceReuse::default(),
+            max_instance_memory: None,
         }
     }
 
@@ -199,6 +203,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             allowed_host_templates: component.allowed_outbound_hosts,
             environment: component.environment.into_iter().collect(),
             reuse: config.reuse,
+            max_instance_memory: config.max_instance_memory,
         })
         .with_context(|| format!("component {id}"))?;
         components.insert(id, runtime);

@@ -16,7 +16,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Runtime config file; `static` and `env` variables providers are honoured.
+    /// Runtime config file; `static` and `env` variables providers and `max_instance_memory` are honoured.
     #[arg(long)]
     runtime_config_file: Option<PathBuf>,
     /// Set an application variable, as `spin up --variable name=value`.
@@ -77,14 +77,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let providers = match &args.runtime_config_file {
-        Some(path) => runtime_config::load_providers(path)?,
-        None => Vec::new(),
+    let runtime_config = match &args.runtime_config_file {
+        Some(path) => runtime_config::load(path)?,
+        None => runtime_config::RuntimeConfig::default(),
     };
     let config = HostConfig {
         manifest: args.manifest,
         variables: args.variables.into_iter().collect::<BTreeMap<_, _>>(),
-        providers,
+        providers: runtime_config.providers,
+        max_instance_memory: runtime_config.max_instance_memory,
         component_sources: args
             .component_sources
             .into_iter()

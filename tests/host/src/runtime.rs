@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
     component::{Component, Linker, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -117,6 +117,7 @@ pub struct RequestState {
     hooks: OutboundHttpDenied,
     pub(crate) variables: Arc<ComponentVariables>,
     pub(crate) postgres: postgres::InstanceState,
+    limits: StoreLimits,
 }
 
 impl WasiView for RequestState {
@@ -262,6 +263,7 @@ pub struct Stores {
     spin_version: postgres::SpinVersion,
     /// The component's Postgres pools (Spin keeps them per component).
     pg: Arc<postgres::ClientFactory>,
+    max_instance_memory: Option<usize>,
 }
 
 impl Stores {
@@ -284,8 +286,12 @@ impl Stores {
                 self.variables.resolver.clone(),
             ),
             variables: self.variables.clone(),
+            // As Spin's `max_instance_memory`: a memory may not grow past it (the guest's
+            // allocation fails, which a Rust guest turns into a trap).
+            limits: StoreLimitsBuilder::new().memory_size(self.max_instance_memory.unwrap_or(usize::MAX)).build(),
         };
         let mut store = Store::new(engine(), state);
+        store.limiter(|state| &mut state.limits);
         // Spin arms a deadline only for configured timeouts; none is configured here.
         store.set_epoch_deadline(u64::MAX);
         store
@@ -352,6 +358,7 @@ pub struct ComponentSpec<'a> {
     pub allowed_host_templates: Vec<crate::variables::Template>,
     pub environment: Vec<(String, String)>,
     pub reuse: InstanceReuse,
+    pub max_instance_memory: Option<usize>,
 }
 
 impl ComponentRuntime {
@@ -374,6 +381,7 @@ impl ComponentRuntime {
             environment: spec.environment,
             spin_version: spec.spin_version,
             pg: Arc::default(),
+            max_instance_memory: spec.max_instance_memory,
         });
         let handler = match (p3::bindings::ServicePre::new(instance_pre.clone()), p2::bindings::ProxyPre::new(instance_pre)) {
             (Ok(service), Err(_)) => Handler::Wasip3(ProxyHandler::new(

@@ -1,7 +1,8 @@
 //! The part of Spin's runtime config file this host honours: `[[variables_provider]]`
-//! (or the legacy `[[config_provider]]`) of type `static` or `env`. Other providers (Vault,
-//! Azure Key Vault) need real Spin; other sections configure capabilities wasmpay does not
-//! use and are reported, not silently dropped.
+//! (or the legacy `[[config_provider]]`) of type `static` or `env`, and
+//! `max_instance_memory` (bytes a linear memory of an instance may grow to). Other providers
+//! (Vault, Azure Key Vault) need real Spin; other sections configure capabilities wasmpay
+//! does not use and are reported, not silently dropped.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -22,14 +23,35 @@ enum ProviderConfig {
     },
 }
 
-/// Reads the variable providers of a runtime config file, in file order.
-pub fn load_providers(path: &Path) -> anyhow::Result<Vec<Provider>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_providers(&text).with_context(|| format!("invalid runtime config {}", path.display()))
+/// What a runtime config file says.
+#[derive(Debug, Default)]
+pub struct RuntimeConfig {
+    /// Variable providers, in file order.
+    pub providers: Vec<Provider>,
+    /// The most bytes a linear memory of an instance may grow to (none: no limit).
+    pub max_instance_memory: Option<usize>,
 }
 
-pub fn parse_providers(text: &str) -> anyhow::Result<Vec<Provider>> {
+/// Reads a runtime config file.
+pub fn load(path: &Path) -> anyhow::Result<RuntimeConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid runtime config {}", path.display()))
+}
+
+pub fn parse(text: &str) -> anyhow::Result<RuntimeConfig> {
     let mut table: toml::Table = toml::from_str(text)?;
+    let max_instance_memory = match table.remove("max_instance_memory") {
+        None => None,
+        Some(toml::Value::Integer(bytes)) => Some(usize::try_from(bytes).context("max_instance_memory must not be negative")?),
+        Some(other) => bail!("max_instance_memory must be a number of bytes, not {other}"),
+    };
+    Ok(RuntimeConfig {
+        providers: parse_providers(table)?,
+        max_instance_memory,
+    })
+}
+
+fn parse_providers(mut table: toml::Table) -> anyhow::Result<Vec<Provider>> {
     let entries = match (table.remove("variables_provider"), table.remove("config_provider")) {
         (Some(_), Some(_)) => bail!("use either [[variables_provider]] or [[config_provider]], not both"),
         (Some(entries), None) | (None, Some(entries)) => entries,
@@ -69,7 +91,7 @@ mod tests {
 
     #[test]
     fn reads_static_and_env_providers_in_order() {
-        let providers = parse_providers(
+        let providers = parse(
             r#"
             [[variables_provider]]
             type = "env"
@@ -79,7 +101,8 @@ mod tests {
             values = { db_url = "postgres://x" }
             "#,
         )
-        .unwrap();
+        .unwrap()
+        .providers;
         assert!(matches!(&providers[0], Provider::Env { prefix } if prefix == "WASMPAY"));
         assert!(matches!(&providers[1], Provider::Static(values) if values["db_url"] == "postgres://x"));
     }
@@ -87,7 +110,15 @@ mod tests {
     #[test]
     fn refuses_providers_it_cannot_honour() {
         let vault = "[[variables_provider]]\ntype = \"vault\"\nurl = \"http://v\"\ntoken = \"t\"\nmount = \"m\"";
-        assert!(parse_providers(vault).is_err());
-        assert!(parse_providers("[[config_provider]]\ntype = \"env\"\nbogus = 1").is_err());
+        assert!(parse(vault).is_err());
+        assert!(parse("[[config_provider]]\ntype = \"env\"\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn reads_the_instance_memory_limit() {
+        assert_eq!(parse("max_instance_memory = 1048576").unwrap().max_instance_memory, Some(1 << 20));
+        assert_eq!(parse("").unwrap().max_instance_memory, None);
+        assert!(parse("max_instance_memory = \"1MB\"").is_err());
+        assert!(parse("max_instance_memory = -1").is_err());
     }
 }
