@@ -74,6 +74,12 @@ enum Bench {
     Reuse {
         #[arg(long, default_value_t = 100_000)]
         requests: usize,
+        /// GET /transfers/health instead of POST /transfers.
+        #[arg(long)]
+        health: bool,
+        /// Serve with wasmpay-host instead of `spin up`.
+        #[arg(long)]
+        host: bool,
     },
     /// POST /transfers (uniform) under `spin up` with each configuration: spin up flags and variables, as
     /// "--max-instance-reuse-count 128 db_idle_connections=8".
@@ -143,7 +149,9 @@ fn main() -> anyhow::Result<()> {
                 policies::run(seconds, rounds, runtime).await
             }
             Bench::Relay { rate, seconds, batch_size, rounds } => relay::run(rate, seconds, batch_size, rounds).await,
-            Bench::Reuse { requests } => reuse::run(requests).await,
+            Bench::Reuse { requests, health, host } => {
+                reuse::run(requests, health, if host { platform::Runtime::Host } else { platform::Runtime::Spin }).await
+            }
             Bench::Instances { seconds, health, configurations } => instances::run(seconds, health, &configurations).await,
         }
     })

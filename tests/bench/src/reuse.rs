@@ -6,7 +6,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use wasmpay_test_support::{paths, postgres, spin};
 
 use crate::{
@@ -18,7 +17,8 @@ use crate::{
 /// Seconds per load chunk between memory samples.
 const CHUNK: Duration = Duration::from_secs(5);
 
-pub async fn run(requests: usize) -> anyhow::Result<()> {
+pub async fn run(requests: usize, health: bool, runtime: Runtime) -> anyhow::Result<()> {
+    let workload = if health { Workload::Health } else { Workload::Transfers { hot: false } };
     let platform = Platform::start(&[("max_transfer_amount", "*=1000000")]).await?;
     seed(&postgres::connect(&platform.database_url).await?).await?;
     let tokens: Arc<[String]> = (1..=WALLETS).map(|n| token(n, JWT_SECRET)).collect();
@@ -40,15 +40,16 @@ pub async fn run(requests: usize) -> anyhow::Result<()> {
             dependency_sources: paths::policy_slot_sources(),
             instance_flags: flags.clone(),
         };
-        let server = platform.serve_build(Runtime::Spin, build, &[]).await?;
-        let pid = server.pid().context("spin up runs in a process of its own")?;
+        let server = platform.serve_build(runtime, build, &[]).await?;
+        // The host runs in this process (its figure includes the load generator).
+        let pid = server.pid().unwrap_or_else(|| i32::try_from(std::process::id()).unwrap_or_default());
         println!("\n## {label}: {}", spin::instance_args(&flags).join(" "));
-        println!("{:>10} {:>12} {:>10}", "requests", "Spin RSS MiB", "5xx");
+        println!("{:>10} {:>12} {:>10}", "requests", "RSS MiB", "5xx");
         let mut done = 0;
         let mut failed = 0;
         println!("{done:>10} {:>12.1} {failed:>10}", resident_mib(pid));
         while done < requests {
-            let measured = http_run(&server, tokens.clone(), Workload::Transfers { hot: false }, Duration::ZERO, CHUNK).await?;
+            let measured = http_run(&server, tokens.clone(), workload, Duration::ZERO, CHUNK).await?;
             done += measured.requests;
             failed += measured.outcomes.iter().filter(|(status, _)| **status >= 500).map(|(_, n)| n).sum::<usize>();
             println!("{done:>10} {:>12.1} {failed:>10}", resident_mib(pid));

@@ -39,7 +39,7 @@ pub fn binary() -> Option<PathBuf> {
 /// benchmarks and `deploy/` use exactly these.
 pub const INSTANCE_FLAGS: [(&str, &str); 3] = [
     ("--max-instance-reuse-count", "128"),
-    ("--max-instance-concurrent-reuse-count", "16"),
+    ("--max-instance-concurrent-reuse-count", "8"),
     ("--request-timeout", "30s"),
 ];
 
