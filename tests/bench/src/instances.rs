@@ -1,5 +1,5 @@
-//! `wasmpay-bench instances`: POST /transfers (uniform, 32 clients) under `spin up` with
-//! several instance and connection settings, one after another on one database.
+//! `wasmpay-bench instances`: POST /transfers (uniform, 32 clients) under `spin up` (or the
+//! host) with several instance and connection settings, one after another on one database.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,7 +10,7 @@ use crate::{
     transfers::{WALLETS, Workload, http_run, seed, token},
 };
 
-pub async fn run(seconds: u64, health: bool, configurations: &[String]) -> anyhow::Result<()> {
+pub async fn run(seconds: u64, health: bool, runtime: Runtime, configurations: &[String]) -> anyhow::Result<()> {
     let workload = if health { Workload::Health } else { Workload::Transfers { hot: false } };
     let platform = Platform::start(&[("max_transfer_amount", "*=1000000")]).await?;
     let admin = postgres::connect(&platform.database_url).await?;
@@ -33,7 +33,7 @@ pub async fn run(seconds: u64, health: bool, configurations: &[String]) -> anyho
             dependency_sources: paths::policy_slot_sources(),
             instance_flags: flags,
         };
-        let server = platform.serve_build(Runtime::Spin, build, &variables).await?;
+        let server = platform.serve_build(runtime, build, &variables).await?;
         let _ = admin.batch_execute("VACUUM ANALYZE; CHECKPOINT").await;
         admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()").await?;
         let before = sessions(&admin).await?;
@@ -49,7 +49,7 @@ pub async fn run(seconds: u64, health: bool, configurations: &[String]) -> anyho
             .await?
             .get(0);
         println!(
-            "{configuration:<90} {:>7.0}/s p50 {:>6.1} ms p99 {:>7.1} ms {:?} {} new connections, {:.2} pool checkouts per request, CPU per request: Postgres {:.3} ms, Spin {:.3} ms",
+            "{configuration:<90} {:>7.0}/s p50 {:>6.1} ms p99 {:>7.1} ms {:?} {} new connections, {:.2} pool checkouts per request, CPU per request: Postgres {:.3} ms, runtime {:.3} ms",
             m.per_sec,
             m.p50_ms,
             m.p99_ms,

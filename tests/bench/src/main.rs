@@ -89,6 +89,9 @@ enum Bench {
         /// GET /transfers/health instead of POST /transfers.
         #[arg(long)]
         health: bool,
+        /// Serve with wasmpay-host instead of `spin up`.
+        #[arg(long)]
+        host: bool,
         configurations: Vec<String>,
     },
     /// bridge relay draining a 50,000-event backlog vs a raw rdkafka producer, and the
@@ -152,7 +155,10 @@ fn main() -> anyhow::Result<()> {
             Bench::Reuse { requests, health, host } => {
                 reuse::run(requests, health, if host { platform::Runtime::Host } else { platform::Runtime::Spin }).await
             }
-            Bench::Instances { seconds, health, configurations } => instances::run(seconds, health, &configurations).await,
+            Bench::Instances { seconds, health, host, configurations } => {
+                let runtime = if host { platform::Runtime::Host } else { platform::Runtime::Spin };
+                instances::run(seconds, health, runtime, &configurations).await
+            }
         }
     })
 }
