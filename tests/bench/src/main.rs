@@ -81,14 +81,18 @@ enum Bench {
         #[arg(long)]
         host: bool,
     },
-    /// POST /transfers (uniform) under `spin up` with each configuration: spin up flags and variables, as
+    /// POST /transfers (uniform, or --hot) or GET /transfers/health under `spin up` (or --host) with each
+    /// configuration: spin up flags and variables, as
     /// "--max-instance-reuse-count 128 db_idle_connections=8".
     Instances {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// GET /transfers/health instead of POST /transfers.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hot")]
         health: bool,
+        /// Every transfer touches one wallet.
+        #[arg(long)]
+        hot: bool,
         /// Serve with wasmpay-host instead of `spin up`.
         #[arg(long)]
         host: bool,
@@ -155,9 +159,10 @@ fn main() -> anyhow::Result<()> {
             Bench::Reuse { requests, health, host } => {
                 reuse::run(requests, health, if host { platform::Runtime::Host } else { platform::Runtime::Spin }).await
             }
-            Bench::Instances { seconds, health, host, configurations } => {
+            Bench::Instances { seconds, health, hot, host, configurations } => {
                 let runtime = if host { platform::Runtime::Host } else { platform::Runtime::Spin };
-                instances::run(seconds, health, runtime, &configurations).await
+                let workload = if health { transfers::Workload::Health } else { transfers::Workload::Transfers { hot } };
+                instances::run(seconds, workload, runtime, &configurations).await
             }
         }
     })
