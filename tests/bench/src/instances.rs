@@ -21,19 +21,24 @@ pub async fn run(seconds: u64, workload: Workload, runtime: Runtime, configurati
     http_run(&warm, tokens.clone(), workload, Duration::ZERO, Duration::from_secs(20)).await?;
     drop(warm);
     for configuration in configurations {
-        // "--flag value --flag value var=value …"
+        // "--flag value --flag value var=value component:name=path …"
         let mut flags = Vec::new();
         let mut variables = Vec::new();
+        let mut component_sources: std::collections::BTreeMap<String, std::path::PathBuf> =
+            paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
         let mut words = configuration.split_whitespace();
         while let Some(word) = words.next() {
             match word.split_once('=') {
+                Some((name, path)) if name.starts_with("component:") => {
+                    component_sources.insert(name["component:".len()..].to_owned(), path.into());
+                }
                 Some((name, value)) => variables.push((name, value.to_owned())),
                 None => flags.push((word.to_owned(), words.next().unwrap_or_default().to_owned())),
             }
         }
         let build = Build {
             manifest: paths::repo_root().join("spin.toml"),
-            component_sources: paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect(),
+            component_sources,
             dependency_sources: paths::policy_slot_sources(),
             instance_flags: flags,
         };
