@@ -83,7 +83,7 @@ enum Bench {
     },
     /// POST /transfers (uniform, or --hot) or GET /transfers/health under `spin up` (or --host) with each
     /// configuration: spin up flags and variables, as
-    /// "--max-instance-reuse-count 128 db_idle_connections=8".
+    /// "--max-instance-reuse-count 128 db_statement_timeout_ms=0 component:transfers=path/to/other.wasm".
     Instances {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
