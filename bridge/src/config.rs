@@ -9,10 +9,15 @@ use wasmpay_sealed::Key;
 
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection string of the wasmpay database (sslmode=disable for plaintext;
-    /// otherwise TLS is tried or required as the string says).
+    /// PostgreSQL connection string of the wasmpay database. sslmode reads as libpq's:
+    /// disable (plaintext), require (TLS, certificate not checked), verify-ca, verify-full
+    /// (the default: TLS, certificate and host name checked); prefer and allow are refused.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+    /// CA certificates (PEM file, several allowed) that verify the database's certificate;
+    /// without it, the system's CA store.
+    #[arg(long, env = "DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

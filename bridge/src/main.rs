@@ -118,14 +118,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
     let (database, kafka, relay, notify, ops) = match command {
         Command::Migrate { database } => {
-            migrate(&database.database_url).await?;
+            migrate(&db::Database::new(&database)?).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Healthcheck { ops_listen } => return Ok(ops::healthcheck(ops_listen)),
-        Command::Relay { database, kafka, relay, ops } => (Some(database), kafka, Some(relay), None, ops),
+        Command::Relay { database, kafka, relay, ops } => (Some(db::Database::new(&database)?), kafka, Some(relay), None, ops),
         Command::Notify { kafka, notify, ops } => (None, kafka, None, Some(notify), ops),
         Command::Run { database, kafka, relay, notify, ops } => {
-            migrate(&database.database_url).await?;
+            let database = db::Database::new(&database)?;
+            migrate(&database).await?;
             (Some(database), kafka, Some(relay), Some(notify), ops)
         }
     };
@@ -136,7 +137,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     tasks.spawn(ops::serve(ops.ops_listen, metrics.clone(), shutdown.clone()));
     if let (Some(database), Some(relay)) = (database, relay) {
         let (kafka, metrics, shutdown) = (kafka.clone(), metrics.clone(), shutdown.clone());
-        tasks.spawn(async move { relay::run(&database.database_url, &kafka, &relay, metrics, shutdown).await });
+        tasks.spawn(async move { relay::run(&database, &kafka, &relay, metrics, shutdown).await });
     }
     if let Some(notify) = notify {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
@@ -182,8 +183,8 @@ fn outcome(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> Option
     }
 }
 
-async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let mut client = db::connect(database_url).await?;
+async fn migrate(database: &db::Database) -> anyhow::Result<()> {
+    let mut client = db::connect(database).await?;
     let applied = migrate::run(&mut client).await?;
     tracing::info!(?applied, "migrations up to date");
     Ok(())

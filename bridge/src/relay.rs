@@ -94,7 +94,7 @@ struct OutboxRow {
 }
 
 pub async fn run(
-    database_url: &str,
+    database: &db::Database,
     kafka_args: &KafkaArgs,
     args: &RelayArgs,
     metrics: Arc<Metrics>,
@@ -104,7 +104,7 @@ pub async fn run(
     let outage = Arc::new(Outage::default());
     let mut producer = kafka::watched_producer(kafka_args, delivery_timeout, outage.clone())?;
     while !shutdown.is_cancelled() {
-        let Some((leader, notifications)) = become_leader(database_url, args, &metrics, &shutdown).await else {
+        let Some((leader, notifications)) = become_leader(database, args, &metrics, &shutdown).await else {
             break;
         };
         metrics.relay_leader.set(1);
@@ -117,7 +117,7 @@ pub async fn run(
             outage: &outage,
         };
         let outcome = async {
-            let marker = marking_connection(database_url).await?;
+            let marker = marking_connection(database).await?;
             lead(&leader, &marker, notifications, &mut producer, &settings).await
         }
         .await;
@@ -144,7 +144,7 @@ pub async fn run(
 
 /// Waits until this process holds the leadership lock; `None` on shutdown.
 async fn become_leader(
-    database_url: &str,
+    database: &db::Database,
     args: &RelayArgs,
     metrics: &Metrics,
     shutdown: &CancellationToken,
@@ -152,7 +152,7 @@ async fn become_leader(
     let mut standing_by = false;
     loop {
         let attempt = async {
-            let (client, notifications) = db::connect_listening(database_url).await?;
+            let (client, notifications) = db::connect_listening(database).await?;
             // A standby is ready: it runs and will take over.
             metrics.set_relay_ready(true);
             loop {
@@ -192,8 +192,8 @@ async fn become_leader(
 /// The second connection of a leader, on which it marks events published. It does not wait
 /// for each mark's WAL flush: a mark lost in a Postgres crash only sends its events again
 /// (at least once).
-async fn marking_connection(database_url: &str) -> anyhow::Result<Client> {
-    let marker = db::connect(database_url)
+async fn marking_connection(database: &db::Database) -> anyhow::Result<Client> {
+    let marker = db::connect(database)
         .await
         .context("cannot open the connection that marks events published")?;
     marker.batch_execute("SET synchronous_commit = off").await.context("cannot configure the marking connection")?;

@@ -11,6 +11,7 @@ mod bridge;
 mod browser;
 mod concurrency;
 mod contract;
+mod database_tls;
 mod deploy;
 mod deploy_artifacts;
 mod fuzz;

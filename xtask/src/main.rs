@@ -11,7 +11,8 @@
 //!   the end-to-end tests under wasmpay-host, then the end-to-end tests again under real
 //!   Spin (`spin up`) when the Spin CLI is found ($SPIN, `PATH`, or `../shared/bin/spin`).
 //! - `up`: the platform on this machine: a local PostgreSQL in `.wasmpay/` (unless
-//!   `DATABASE_URL` is set), migrations, the components under `spin up` when Spin is
+//!   `DATABASE_URL` is set; `DATABASE_CA_FILE` names the CA of a server the system does not
+//!   trust), migrations, the components under `spin up` when Spin is
 //!   installed, else under the wasmpay host, and — when `tansu` is installed (or
 //!   `KAFKA_BROKERS` is set) — a Kafka-protocol broker and the bridge, printing the
 //!   notifications it would send to Novu. Ctrl-C stops everything it started.
@@ -22,6 +23,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
+use wasmpay_dburl::DatabaseUrl;
 use wasmpay_test_support::{
     cluster::LocalCluster,
     paths::{self, COMPONENTS, RUST_POLICIES, TEST_POLICIES},
@@ -272,6 +274,12 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
     for (name, value) in &secrets {
         server.env(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()), value);
     }
+    // The database's CA, for a server the system does not trust: the bridge reads the file
+    // (it inherits DATABASE_CA_FILE), the components get its contents as db_ca_cert.
+    if let Some(path) = std::env::var_os("DATABASE_CA_FILE") {
+        let pem = std::fs::read_to_string(&path).with_context(|| format!("cannot read DATABASE_CA_FILE {}", path.display()))?;
+        server.env("SPIN_VARIABLE_DB_CA_CERT", pem);
+    }
     let mut child = server
         .current_dir(root)
         .env("SPIN_VARIABLE_DB_URL", database_url)
@@ -372,9 +380,13 @@ fn local_secrets(root: &Path) -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// `host:port` of a connection string, as `allowed_outbound_hosts` needs it.
+/// `host:port` of a connection string, as `allowed_outbound_hosts` needs it. A string the
+/// components could not use (a plaintext fallback, or fewer checks than Spin makes) stops
+/// `up` before anything starts.
 fn db_host(database_url: &str) -> anyhow::Result<String> {
-    let config: tokio_postgres::Config = database_url.parse().context("DATABASE_URL is not a connection string")?;
+    let url = DatabaseUrl::parse(database_url).context("DATABASE_URL")?;
+    let spin_address = url.spin_address().context("DATABASE_URL (the components' db_url)")?;
+    let config: tokio_postgres::Config = spin_address.parse().context("DATABASE_URL is not a connection string")?;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         _ => bail!("DATABASE_URL must name a TCP host"),

@@ -34,6 +34,8 @@ pub use kept::MAX_IDLE_CONNECTIONS;
 
 use spin_sdk::pg::{self, Connection, DbValue, Decode, ParameterValue, PgError};
 
+use wasmpay_dburl::DatabaseUrl;
+
 use crate::{
     auth::{self, Principal},
     config,
@@ -126,7 +128,10 @@ impl From<DbError> for Problem {
         if error.sqlstate() == Some(sqlstate::SESSION_ENDED) {
             return auth::invalid_token("the session of this access token has ended; sign in again");
         }
-        eprintln!("database error: {error}");
+        match &error {
+            DbError::Connect(_) => eprintln!("database error (check db_url, db_host and db_ca_cert): {error}"),
+            _ => eprintln!("database error: {error}"),
+        }
         if error.sqlstate() == Some(sqlstate::QUERY_CANCELED) {
             return Problem::new(
                 503,
@@ -155,8 +160,19 @@ pub struct Db {
 impl Db {
     /// A connection for work done on no one's behalf (health, registration, login, refresh).
     pub async fn connect() -> Result<Self, Problem> {
-        let url = config::text("db_url").await?;
-        let lease = kept::Lease::take(url, configure).await?;
+        let target = target().await?;
+        let key = format!("{}\n{}", target.address, target.ca_root.as_deref().unwrap_or_default());
+        let lease = kept::Lease::take(key, || async {
+            let connection = match target.ca_root {
+                Some(pem) => {
+                    let options = pg::OpenOptions { ca_root: Some(pg::Certificate::Text(pem)) };
+                    Connection::open_with_options(&target.address, options).await
+                }
+                None => Connection::open(target.address).await,
+            };
+            configure(connection.map_err(DbError::from)?).await
+        })
+        .await?;
         Ok(Self { lease, caller: None })
     }
 
@@ -218,6 +234,40 @@ impl Db {
         self.lease.finished(&outcome);
         outcome
     }
+}
+
+/// How the component reaches its database: the connection string Spin is handed and the
+/// root certificate it trusts besides the system's (`db_ca_cert`, PEM).
+#[derive(Clone)]
+struct Target {
+    address: String,
+    ca_root: Option<String>,
+}
+
+thread_local! {
+    /// The target, worked out once per instance from its variables (read once too).
+    static TARGET: std::cell::OnceCell<Result<Target, String>> = const { std::cell::OnceCell::new() };
+}
+
+/// `db_url` and `db_ca_cert` as Spin's Postgres client takes them (`sslmode` as
+/// `wasmpay_dburl` reads it: no plaintext fallback, nothing weaker than Spin checks).
+async fn target() -> Result<Target, Problem> {
+    if let Some(target) = TARGET.with(|cell| cell.get().cloned()) {
+        return target.map_err(misconfigured);
+    }
+    let url = config::text("db_url").await?;
+    let ca_root = config::optional("db_ca_cert").await?.filter(|pem| !pem.trim().is_empty());
+    let target = DatabaseUrl::parse(&url)
+        .and_then(|url| url.spin_address())
+        .map(|address| Target { address, ca_root })
+        .map_err(|e| format!("db_url: {e}"));
+    TARGET.with(|cell| cell.get_or_init(|| target.clone()).clone()).map_err(misconfigured)
+}
+
+/// The answer to every request while the database settings cannot work; the log says why.
+fn misconfigured(reason: String) -> Problem {
+    eprintln!("database settings refused: {reason}");
+    Problem::service_unavailable("the database is unreachable; nothing was changed")
 }
 
 /// Gives a connection Spin just opened the request-independent session settings: the

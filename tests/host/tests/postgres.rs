@@ -18,7 +18,7 @@ fn allow_server() -> Vec<AllowedHost> {
 }
 
 async fn connect(factory: &ClientFactory, db: &Database) -> Connection {
-    postgres::open(factory, Ok(&allow_server()), &db.url).await.expect("connection")
+    postgres::open(factory, Ok(&allow_server()), &db.url, None).await.expect("connection")
 }
 
 async fn single(client: &Connection, sql: &str, params: &[ParameterValue]) -> (DbDataType, DbValue) {
@@ -221,7 +221,7 @@ async fn addresses_outside_allowed_outbound_hosts_are_refused() {
     let db = database().await;
     let port = server().port();
     let other_port = vec![AllowedHost::parse(&format!("postgres://127.0.0.1:{}", port + 1)).unwrap()];
-    match postgres::open(&factory, Ok(&other_port), &db.url).await {
+    match postgres::open(&factory, Ok(&other_port), &db.url, None).await {
         Err(PgError::ConnectionFailed(message)) => {
             assert_eq!(message, format!("address postgres://127.0.0.1:{port} is not permitted"));
         }
@@ -229,12 +229,12 @@ async fn addresses_outside_allowed_outbound_hosts_are_refused() {
     }
     let by_name = vec![AllowedHost::parse(&format!("postgres://localhost:{port}")).unwrap()];
     assert!(
-        postgres::open(&factory, Ok(&by_name), &db.url).await.is_err(),
+        postgres::open(&factory, Ok(&by_name), &db.url, None).await.is_err(),
         "localhost does not allow 127.0.0.1"
     );
-    let unresolved = postgres::open(&factory, Err("provider error: no provider resolved required variable \"db_host\"".into()), &db.url).await;
+    let unresolved = postgres::open(&factory, Err("provider error: no provider resolved required variable \"db_host\"".into()), &db.url, None).await;
     assert!(matches!(unresolved, Err(PgError::Other(_))));
-    assert!(postgres::open(&factory, Ok(&allow_server()), &db.url).await.is_ok());
+    assert!(postgres::open(&factory, Ok(&allow_server()), &db.url, None).await.is_ok());
 }
 
 #[tokio::test]
@@ -242,7 +242,7 @@ async fn connection_failures_surface_at_open() {
     let factory = ClientFactory::default();
     let db = database().await;
     let wrong_database = db.url.replace(&db.name, "no_such_database");
-    match postgres::open(&factory, Ok(&allow_server()), &wrong_database).await {
+    match postgres::open(&factory, Ok(&allow_server()), &wrong_database, None).await {
         Err(PgError::ConnectionFailed(message)) => assert!(message.contains("no_such_database"), "{message}"),
         other => panic!("expected a connection failure, got {:?}", other.map(|_| "a connection")),
     }

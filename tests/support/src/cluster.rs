@@ -100,8 +100,50 @@ impl LocalCluster {
         &self.dir
     }
 
+    /// A plaintext connection string (the cluster listens without TLS unless started with it).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+    }
+
+    /// A connection string through the cluster's Unix socket, which `start_tls_only` leaves
+    /// open to the tests' own plaintext connections.
+    pub fn socket_url(&self, database: &str) -> String {
+        format!("host={} port={} user=postgres dbname={database} sslmode=disable", self.dir.display(), self.port)
+    }
+
+    /// A cluster that accepts TCP connections over TLS only (`hostssl`; plaintext is refused
+    /// by `pg_hba.conf`), presenting `certificate` and `key` (PEM); its Unix socket stays open
+    /// to local connections.
+    pub fn start_tls_only(dir: &Path, port: u16, certificate: &Path, key: &Path) -> anyhow::Result<Self> {
+        let owner = cluster_owner()?;
+        fs::create_dir_all(dir)?;
+        let files = [
+            ("server.pem", certificate, 0o644),
+            ("server.key", key, 0o600),
+        ];
+        for (name, source, mode) in files {
+            let target = dir.join(name);
+            fs::copy(source, &target).with_context(|| format!("cannot copy {}", source.display()))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&target, Some(uid), Some(gid))?;
+            }
+        }
+        let hba = dir.join("pg_hba.conf");
+        fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&hba, Some(uid), Some(gid))?;
+        }
+        let settings = [
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", dir.join("server.pem").display()),
+            format!("ssl_key_file={}", dir.join("server.key").display()),
+            format!("hba_file={}", hba.display()),
+        ];
+        Self::start(dir, port, &settings.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// Fast shutdown, waiting up to 10 s for the server to finish.

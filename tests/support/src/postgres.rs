@@ -41,7 +41,8 @@ impl Server {
             Some(password) => format!("{}:{password}", self.user),
             None => self.user.clone(),
         };
-        format!("postgres://{credentials}@{}:{}/{database}", self.host, self.port)
+        // Plaintext on purpose: a connection string without sslmode asks for verified TLS.
+        format!("postgres://{credentials}@{}:{}/{database}?sslmode=disable", self.host, self.port)
     }
 
     /// `host:port`, as an `allowed_outbound_hosts` entry names it.

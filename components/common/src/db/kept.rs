@@ -72,13 +72,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A connection to `address`: an idle one of this instance, else a new one from Spin,
-    /// configured with `configure` before it is handed out.
-    pub async fn take<F, R, E>(address: String, configure: F) -> Result<Self, E>
+    /// A connection to the database `address` names (its connection string and CA): an idle
+    /// one of this instance, else a new one `open` gets from Spin.
+    pub async fn take<F, R, E>(address: String, open: F) -> Result<Self, E>
     where
-        F: FnOnce(Connection) -> R,
+        F: FnOnce() -> R,
         R: Future<Output = Result<Connection, E>>,
-        E: From<DbError>,
     {
         let idle = IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
@@ -87,10 +86,7 @@ impl Lease {
         });
         let (connection, reused) = match idle {
             Some(connection) => (connection, true),
-            None => {
-                let connection = Connection::open(address.as_str()).await.map_err(DbError::from)?;
-                (configure(connection).await?, false)
-            }
+            None => (open().await?, false),
         };
         LEASED.with(|leased| leased.set(leased.get() + 1));
         Ok(Self {

@@ -1,9 +1,9 @@
 //! `spin:postgres/postgres@4.2.0` (which components importing 4.0.0 link against too), as
 //! Spin's factor-outbound-pg serves it: the address is checked against
-//! `allowed_outbound_hosts`, connections come from a deadpool pool per component and address
-//! (64 connections, "Clean" recycling: the session is reset at every checkout), every
-//! statement goes through tokio-postgres's `query`/`execute` (prepare, then execute), and
-//! errors carry SQLSTATE.
+//! `allowed_outbound_hosts`, connections come from a deadpool pool per component, address
+//! and root certificate (64 connections, "Clean" recycling: the session is reset at every
+//! checkout), TLS through native-tls unless `sslmode=disable`, every statement goes through
+//! tokio-postgres's `query`/`execute` (prepare, then execute), and errors carry SQLSTATE.
 //!
 //! The synchronous functions (`open`, `query`, `execute`, what WASIp2 components call) and
 //! the asynchronous ones (`open-async`, `query-async`, `execute-async`, `build-async`, what
@@ -54,51 +54,54 @@ const CONNECTION_POOL_CACHE_CAPACITY: usize = 16;
 /// Largest result a query may buffer in the host (Spin's `MAX_HOST_BUFFERED_BYTES`).
 const MAX_RESULT_BYTES: usize = 128 << 20;
 
-/// The pools of one component, keyed by the exact address string (as in Spin).
+/// The pools of one component, keyed by the exact address string and the root certificate
+/// (as in Spin).
 #[derive(Default)]
 pub struct ClientFactory {
-    pools: Mutex<Vec<(String, Pool)>>,
+    pools: Mutex<Vec<((String, Option<String>), Pool)>>,
 }
 
 impl ClientFactory {
-    pub async fn get_client(&self, address: &str) -> anyhow::Result<Connection> {
-        let pool = self.pool(address)?;
+    pub async fn get_client(&self, address: &str, ca_root: Option<&str>) -> anyhow::Result<Connection> {
+        let pool = self.pool(address, ca_root)?;
         Ok(Arc::new(pool.get().await?))
     }
 
-    fn pool(&self, address: &str) -> anyhow::Result<Pool> {
+    fn pool(&self, address: &str, ca_root: Option<&str>) -> anyhow::Result<Pool> {
+        let key = (address.to_owned(), ca_root.map(str::to_owned));
         let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(position) = pools.iter().position(|(a, _)| a == address) {
+        if let Some(position) = pools.iter().position(|(k, _)| *k == key) {
             let entry = pools.remove(position);
             let pool = entry.1.clone();
             pools.push(entry);
             return Ok(pool);
         }
-        let pool = create_connection_pool(address).context("establishing PostgreSQL connection pool")?;
+        let pool = create_connection_pool(address, ca_root).context("establishing PostgreSQL connection pool")?;
         if pools.len() >= CONNECTION_POOL_CACHE_CAPACITY {
             pools.remove(0);
         }
-        pools.push((address.to_owned(), pool.clone()));
+        pools.push((key, pool.clone()));
         Ok(pool)
     }
 }
 
-fn create_connection_pool(address: &str) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = address.parse()?;
-    // Spin negotiates TLS with native-tls unless sslmode=disable. This host speaks plaintext
-    // only (tokio-postgres then falls back from the default `prefer`); it refuses `require`
-    // rather than pretend.
-    anyhow::ensure!(
-        config.get_ssl_mode() != SslMode::Require,
-        "sslmode=require: TLS to Postgres is not supported by the wasmpay test host"
-    );
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Clean,
-        },
-    );
+/// As Spin's: plaintext for `sslmode=disable`, else TLS through native-tls, which checks the
+/// server's certificate chain (against the system's roots and `ca_root`) and host name; with
+/// `prefer` (tokio-postgres's default) a server without TLS is reached in plaintext.
+fn create_connection_pool(address: &str, ca_root: Option<&str>) -> anyhow::Result<Pool> {
+    let config: tokio_postgres::Config = address.parse().context("parsing Postgres connection string")?;
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Clean,
+    };
+    let manager = if config.get_ssl_mode() == SslMode::Disable {
+        Manager::from_config(config, NoTls, manager_config)
+    } else {
+        let mut builder = native_tls::TlsConnector::builder();
+        if let Some(pem) = ca_root {
+            builder.add_root_certificate(native_tls::Certificate::from_pem(pem.as_bytes()).context("invalid root certificate")?);
+        }
+        Manager::from_config(config, postgres_native_tls::MakeTlsConnector::new(builder.build()?), manager_config)
+    };
     Ok(Pool::builder(manager).max_size(CONNECTION_POOL_SIZE).build()?)
 }
 
@@ -210,12 +213,13 @@ fn as_refs(params: &[convert::SqlParam]) -> Vec<&(dyn postgres_types::ToSql + Sy
     params.iter().map(|p| p.as_ref() as &(dyn postgres_types::ToSql + Sync)).collect()
 }
 
-/// `connection.open` and `open-async`: the allow-list check, then a connection from the
-/// address's pool.
+/// `connection.open` and `open-async` (and a builder's `build`, with its root certificate):
+/// the allow-list check, then a connection from the pool of the address and certificate.
 pub async fn open(
     factory: &ClientFactory,
     allowed_hosts: Result<&[AllowedHost], String>,
     address: &str,
+    ca_root: Option<&str>,
 ) -> Result<Connection, PgError> {
     let allowed = allowed_hosts.map_err(PgError::Other)?;
     if let Err(refused) = check_postgres_address(address, allowed) {
@@ -228,7 +232,7 @@ pub async fn open(
         return Err(PgError::ConnectionFailed(refused.to_string()));
     }
     factory
-        .get_client(address)
+        .get_client(address, ca_root)
         .await
         .map_err(|e| PgError::ConnectionFailed(format!("{e:#}")))
 }
@@ -326,24 +330,6 @@ pub async fn execute(client: &Connection, statement: &str, params: &[ParameterVa
         .map_err(|e| query_failed(&e))
 }
 
-/// `connection-builder.build`: this host has no TLS, so a root certificate can only be
-/// given for a connection that does not use it.
-fn check_builder(builder: &ConnectionBuilder) -> Result<(), PgError> {
-    if builder.ca_root.is_none() {
-        return Ok(());
-    }
-    let config: tokio_postgres::Config = builder
-        .address
-        .parse()
-        .map_err(|e: tokio_postgres::Error| PgError::ConnectionFailed(e.to_string()))?;
-    match config.get_ssl_mode() {
-        SslMode::Disable => Ok(()),
-        _ => Err(PgError::ConnectionFailed(
-            "a root certificate asks for TLS, which the wasmpay test host does not speak to Postgres (sslmode=disable)".into(),
-        )),
-    }
-}
-
 impl RequestState {
     fn client(&self, connection: &Resource<Connection>) -> Result<Connection, PgError> {
         self.table
@@ -370,9 +356,13 @@ fn opener<T>(accessor: &Accessor<T, Capabilities>) -> (Arc<ClientFactory>, Resul
 
 /// `open-async` and `build-async`: a connection opened without holding the store, then
 /// entered in the instance's table.
-async fn open_into_table<T>(accessor: &Accessor<T, Capabilities>, address: &str) -> Result<Resource<Connection>, PgError> {
+async fn open_into_table<T>(
+    accessor: &Accessor<T, Capabilities>,
+    address: &str,
+    ca_root: Option<&str>,
+) -> Result<Resource<Connection>, PgError> {
     let (factory, allowed) = opener(accessor);
-    let client = open(&factory, allowed.as_deref().map_err(Clone::clone), address).await?;
+    let client = open(&factory, allowed.as_deref().map_err(Clone::clone), address, ca_root).await?;
     accessor.with(|mut access| access.get().push_connection(client))
 }
 
@@ -388,7 +378,7 @@ impl pg::Host for RequestState {}
 impl pg::HostConnection for RequestState {
     async fn open(&mut self, address: String) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
         let factory = self.postgres.factory.clone();
-        Ok(match open(&factory, self.postgres.allowed_hosts(), &address).await {
+        Ok(match open(&factory, self.postgres.allowed_hosts(), &address, None).await {
             Ok(client) => self.push_connection(client),
             Err(e) => Err(e),
         })
@@ -435,20 +425,22 @@ impl pg::HostConnectionBuilder for RequestState {
         builder: Resource<ConnectionBuilder>,
         certificate: String,
     ) -> wasmtime::Result<Result<(), PgError>> {
-        if !certificate.contains("-----BEGIN CERTIFICATE-----") {
-            return Ok(Err(PgError::Other("invalid root certificate: not a PEM certificate".into())));
+        // Spin checks the certificate here, when it is set.
+        if let Err(e) = native_tls::Certificate::from_pem(certificate.as_bytes()) {
+            return Ok(Err(PgError::Other(format!("invalid root certificate: {e}"))));
         }
         self.table.get_mut(&builder)?.ca_root = Some(certificate);
         Ok(Ok(()))
     }
 
     async fn build(&mut self, builder: Resource<ConnectionBuilder>) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
-        let builder = self.table.get(&builder)?;
-        if let Err(e) = check_builder(builder) {
-            return Ok(Err(e));
-        }
-        let address = builder.address.clone();
-        pg::HostConnection::open(self, address).await
+        let ConnectionBuilder { address, ca_root } = self.table.get(&builder)?;
+        let (address, ca_root) = (address.clone(), ca_root.clone());
+        let factory = self.postgres.factory.clone();
+        Ok(match open(&factory, self.postgres.allowed_hosts(), &address, ca_root.as_deref()).await {
+            Ok(client) => self.push_connection(client),
+            Err(e) => Err(e),
+        })
     }
 
     async fn drop(&mut self, builder: Resource<ConnectionBuilder>) -> wasmtime::Result<()> {
@@ -459,7 +451,7 @@ impl pg::HostConnectionBuilder for RequestState {
 
 impl pg::HostConnectionWithStore for Capabilities {
     async fn open_async<T>(accessor: &Accessor<T, Self>, address: String) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
-        Ok(open_into_table(accessor, &address).await)
+        Ok(open_into_table(accessor, &address, None).await)
     }
 
     async fn query_async<T>(
@@ -501,13 +493,10 @@ impl pg::HostConnectionBuilderWithStore for Capabilities {
         accessor: &Accessor<T, Self>,
         builder: Resource<ConnectionBuilder>,
     ) -> wasmtime::Result<Result<Resource<Connection>, PgError>> {
-        let address = accessor.with(|mut access| -> wasmtime::Result<Result<String, PgError>> {
+        let (address, ca_root) = accessor.with(|mut access| -> wasmtime::Result<_> {
             let builder = access.get().table.get(&builder)?;
-            Ok(check_builder(builder).map(|()| builder.address.clone()))
+            Ok((builder.address.clone(), builder.ca_root.clone()))
         })?;
-        match address {
-            Ok(address) => Ok(open_into_table(accessor, &address).await),
-            Err(e) => Ok(Err(e)),
-        }
+        Ok(open_into_table(accessor, &address, ca_root.as_deref()).await)
     }
 }
