@@ -139,6 +139,13 @@ impl BridgeProcess {
 impl Drop for BridgeProcess {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the bridge said (the harness prints a failure's output).
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last {} lines of {} ---", tail.len(), self.log.display());
+            tail.iter().rev().for_each(|line| eprintln!("{line}"));
+        }
         // KEEP_BRIDGE_LOGS=1 keeps the logs for a look after a failure.
         if std::env::var_os("KEEP_BRIDGE_LOGS").is_none() {
             let _ = std::fs::remove_file(&self.log);
@@ -450,7 +457,7 @@ async fn a_refused_notification_is_dead_lettered_and_the_consumer_moves_on() {
     let user = crate::users::signed_up(&app, "refused").await;
     let wallet_id = wallet(&app, &user, "USD").await;
     deposit(&app, &user, &wallet_id, "5").await.expect(201);
-    eventually(Duration::from_secs(30), "the deposit notification after the refused one", || {
+    eventually(Duration::from_secs(60), "the deposit notification after the refused one", || {
         let effects = novu.effects();
         async move { effects.iter().any(|t| t.name == "deposit-received") }
     })

@@ -32,8 +32,9 @@ mod kept;
 
 pub use kept::MAX_IDLE_CONNECTIONS;
 
-use spin_sdk::pg::{self, Connection, DbValue, Decode, ParameterValue, PgError};
+use std::rc::Rc;
 
+use spin_sdk::pg::{self, Connection, DbValue, Decode, ParameterValue, PgError};
 use wasmpay_dburl::DatabaseUrl;
 
 use crate::{
@@ -161,14 +162,13 @@ impl Db {
     /// A connection for work done on no one's behalf (health, registration, login, refresh).
     pub async fn connect() -> Result<Self, Problem> {
         let target = target().await?;
-        let key = format!("{}\n{}", target.address, target.ca_root.as_deref().unwrap_or_default());
-        let lease = kept::Lease::take(key, || async {
-            let connection = match target.ca_root {
+        let lease = kept::Lease::take(target.clone(), || async {
+            let connection = match &target.ca_root {
                 Some(pem) => {
-                    let options = pg::OpenOptions { ca_root: Some(pg::Certificate::Text(pem)) };
+                    let options = pg::OpenOptions { ca_root: Some(pg::Certificate::Text(pem.clone())) };
                     Connection::open_with_options(&target.address, options).await
                 }
-                None => Connection::open(target.address).await,
+                None => Connection::open(target.address.as_str()).await,
             };
             configure(connection.map_err(DbError::from)?).await
         })
@@ -237,21 +237,22 @@ impl Db {
 }
 
 /// How the component reaches its database: the connection string Spin is handed and the
-/// root certificate it trusts besides the system's (`db_ca_cert`, PEM).
-#[derive(Clone)]
-struct Target {
+/// root certificate it trusts besides the system's (`db_ca_cert`, PEM). Kept connections
+/// are told apart by it.
+#[derive(PartialEq, Eq)]
+pub(crate) struct Target {
     address: String,
     ca_root: Option<String>,
 }
 
 thread_local! {
     /// The target, worked out once per instance from its variables (read once too).
-    static TARGET: std::cell::OnceCell<Result<Target, String>> = const { std::cell::OnceCell::new() };
+    static TARGET: std::cell::OnceCell<Result<Rc<Target>, String>> = const { std::cell::OnceCell::new() };
 }
 
 /// `db_url` and `db_ca_cert` as Spin's Postgres client takes them (`sslmode` as
 /// `wasmpay_dburl` reads it: no plaintext fallback, nothing weaker than Spin checks).
-async fn target() -> Result<Target, Problem> {
+async fn target() -> Result<Rc<Target>, Problem> {
     if let Some(target) = TARGET.with(|cell| cell.get().cloned()) {
         return target.map_err(misconfigured);
     }
@@ -259,7 +260,7 @@ async fn target() -> Result<Target, Problem> {
     let ca_root = config::optional("db_ca_cert").await?.filter(|pem| !pem.trim().is_empty());
     let target = DatabaseUrl::parse(&url)
         .and_then(|url| url.spin_address())
-        .map(|address| Target { address, ca_root })
+        .map(|address| Rc::new(Target { address, ca_root }))
         .map_err(|e| format!("db_url: {e}"));
     TARGET.with(|cell| cell.get_or_init(|| target.clone()).clone()).map_err(misconfigured)
 }

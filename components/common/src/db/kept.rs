@@ -30,18 +30,21 @@
 //! - **Bounded.** A request holds one connection, an instance keeps at most
 //!   [`MAX_IDLE_CONNECTIONS`] idle, only while another of its requests runs.
 
-use std::cell::{Cell, RefCell};
+use std::{
+    cell::{Cell, RefCell},
+    rc::Rc,
+};
 
 use spin_sdk::pg::Connection;
 
-use super::DbError;
+use super::{DbError, Target};
 
 /// Connections a busy instance keeps idle, at most. Spin's pool holds 64 connections per
 /// component and address; eight per instance leaves room for the others.
 pub const MAX_IDLE_CONNECTIONS: usize = 8;
 
 struct Idle {
-    address: String,
+    target: Rc<Target>,
     connection: Connection,
 }
 
@@ -64,7 +67,7 @@ enum Health {
 
 /// One request's exclusive use of a connection.
 pub struct Lease {
-    address: String,
+    target: Rc<Target>,
     connection: Option<Connection>,
     health: Cell<Health>,
     /// The connection served an earlier request of this instance.
@@ -72,16 +75,16 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A connection to the database `address` names (its connection string and CA): an idle
+    /// A connection to the database `target` names (its connection string and CA): an idle
     /// one of this instance, else a new one `open` gets from Spin.
-    pub async fn take<F, R, E>(address: String, open: F) -> Result<Self, E>
+    pub async fn take<F, R, E>(target: Rc<Target>, open: F) -> Result<Self, E>
     where
         F: FnOnce() -> R,
         R: Future<Output = Result<Connection, E>>,
     {
         let idle = IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let position = idle.iter().rposition(|kept| kept.address == address)?;
+            let position = idle.iter().rposition(|kept| kept.target == target)?;
             Some(idle.remove(position).connection)
         });
         let (connection, reused) = match idle {
@@ -90,7 +93,7 @@ impl Lease {
         };
         LEASED.with(|leased| leased.set(leased.get() + 1));
         Ok(Self {
-            address,
+            target,
             connection: Some(connection),
             health: Cell::new(Health::Ready),
             reused,
@@ -141,7 +144,7 @@ impl Drop for Lease {
             let mut idle = idle.borrow_mut();
             if idle.len() < MAX_IDLE_CONNECTIONS {
                 idle.push(Idle {
-                    address: std::mem::take(&mut self.address),
+                    target: self.target.clone(),
                     connection,
                 });
             }
