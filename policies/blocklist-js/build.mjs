@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // Builds the blocklist policy plugin (src/blocklist.js) into a WebAssembly component of the
-// world `wasmpay:policy/plugin@0.1.0` (wit/policy/policy.wit), with ComponentizeJS.
+// world `wasmpay:policy/plugin@0.1.0` (the frozen wit/deps/policy@0.1.0/policy.wit), with
+// ComponentizeJS. It stays a 0.1.0 plugin, filling the engine's compatibility slot: built
+// against the same frozen text by the same toolchain, its component types and exports are
+// byte for byte those of its first build. (ComponentizeJS's snapshot of the JavaScript
+// engine differs from one build to the next, so the whole file never is.)
 //
 //   node build.mjs [OUTPUT]      OUTPUT defaults to dist/blocklist.wasm in this folder;
 //                                a relative OUTPUT is taken from the current directory.
@@ -18,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const sourcePath = join(here, 'src', 'blocklist.js');
 const witPath = resolve(here, '..', '..', 'wit', 'policy');
-const worldName = 'plugin';
+// wit/policy is the current contract; its deps hold 0.1.0, named with its version here.
+const worldName = 'wasmpay:policy/plugin@0.1.0';
 const disableFeatures = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
 const output = resolve(process.argv[2] ?? join(here, 'dist', 'blocklist.wasm'));
 

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::{
     app::TestApp,
+    holds,
     money::{assert_books_balance, balance, count, funded_wallet, key, wallet},
     users::{User, verified},
 };
@@ -344,4 +345,137 @@ async fn commit_after_a_while(session: &tokio_postgres::Client) -> Instant {
     let committing = Instant::now();
     session.batch_execute("COMMIT").await.unwrap();
     committing
+}
+
+/// A capture and a void of one hold, sent together, many times: exactly one of the two
+/// wins each time, and the loser is told the hold is no longer active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_and_a_void_of_one_hold_never_both_win() {
+    const ROUNDS: usize = 24;
+    let app = TestApp::spawn().await;
+    let alice = verified(&app, "alice-race-hold").await;
+    let bob = verified(&app, "bob-race-hold").await;
+    let from = funded_wallet(&app, &alice, "USD", "1000").await;
+    let to = wallet(&app, &bob, "USD").await;
+    let mut captures = 0;
+    for round in 0..ROUNDS {
+        let hold = holds::place(&app, &alice, &json!({ "fromAccountId": from, "toAccountId": to, "amount": "10", "currency": "USD" })).await;
+        hold.expect(201);
+        let id = hold.json()["id"].as_str().unwrap().to_owned();
+        // The payer and the payee take turns at voiding.
+        let voider = if round % 2 == 0 { &alice } else { &bob };
+        let (captured, voided) = tokio::join!(holds::capture(&app, &bob, &id, None), holds::void(&app, voider, &id));
+        let outcome = |reply: &crate::app::Reply| if reply.status < 300 { "won".to_owned() } else { reply.problem() };
+        match (outcome(&captured).as_str(), outcome(&voided).as_str()) {
+            ("won", "hold-not-active") => captures += 1,
+            ("hold-not-active", "won") => {}
+            other => panic!("round {round}: capture and void gave {other:?}"),
+        }
+    }
+    let moved = format!("{}.00", captures * 10);
+    assert_eq!(balance(&app, &bob, &to).await, moved);
+    assert_eq!(count(&app, "SELECT count(*) FROM ledger.holds WHERE status = 'pending'").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM ledger.holds WHERE status = 'captured'").await, captures as i64);
+    assert_books_balance(&app).await;
+}
+
+/// Holds, captures, voids, transfers and withdrawals racing on the same few wallets: no
+/// wallet ever spends held money (available stays ≥ 0, checked by the ledger's invariants
+/// after the run), and no money is created or lost — what left the users' wallets is
+/// exactly what the successful withdrawals took out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_holds_captures_voids_transfers_and_withdrawals_never_spends_held_money() {
+    const PEOPLE: usize = 6;
+    const CLIENTS: usize = 12;
+    const STEPS_PER_CLIENT: usize = 40;
+    let app = TestApp::spawn().await;
+    let mut people: Vec<(User, String)> = Vec::new();
+    for n in 0..PEOPLE {
+        let user = verified(&app, &format!("holdstorm{n}")).await;
+        let wallet = funded_wallet(&app, &user, "USD", "100").await;
+        people.push((user, wallet));
+    }
+    let placed: std::sync::Mutex<Vec<(String, usize, usize)>> = std::sync::Mutex::new(Vec::new());
+    let clients = (0..CLIENTS).map(|client| {
+        let (people, app, placed) = (&people, &app, &placed);
+        async move {
+            let mut random = XorShift(0xA076_1D64_78BD_642F ^ (client as u64 + 1));
+            let mut outcomes: BTreeMap<(&'static str, u16, String), usize> = BTreeMap::new();
+            let mut withdrawn_cents = 0_u64;
+            for _ in 0..STEPS_PER_CLIENT {
+                let from = random.below(PEOPLE);
+                let to = (from + 1 + random.below(PEOPLE - 1)) % PEOPLE;
+                let cents = 1 + random.below(4_000) as u64;
+                let amount = format!("{}.{:02}", cents / 100, cents % 100);
+                let (payer, source) = &people[from];
+                let known = { placed.lock().unwrap().get(random.below(64)).cloned() };
+                let (operation, reply) = match (random.below(5), known) {
+                    (1, _) => {
+                        let body = json!({ "fromAccountId": source, "toAccountId": people[to].1, "amount": amount, "currency": "USD" });
+                        ("transfer", app.post("/transfers").bearer(&payer.access).header("idempotency-key", key()).json(&body).send().await)
+                    }
+                    (2, _) => {
+                        let body = json!({ "accountId": source, "amount": amount });
+                        let reply = app.post("/withdrawals").bearer(&payer.access).header("idempotency-key", key()).json(&body).send().await;
+                        if reply.status == 201 {
+                            withdrawn_cents += cents;
+                        }
+                        ("withdrawal", reply)
+                    }
+                    (0, _) | (_, None) => {
+                        let body = json!({ "fromAccountId": source, "toAccountId": people[to].1, "amount": amount, "currency": "USD" });
+                        let reply = holds::place(app, payer, &body).await;
+                        if reply.status == 201 {
+                            placed.lock().unwrap().insert(0, (reply.json()["id"].as_str().unwrap().to_owned(), from, to));
+                        }
+                        ("hold", reply)
+                    }
+                    (3, Some((hold, _, payee))) => {
+                        let part = json!({ "amount": format!("{}.{:02}", cents / 400, cents % 100) });
+                        let body = (cents % 2 == 0).then_some(&part);
+                        ("capture", holds::capture(app, &people[payee].0, &hold, body).await)
+                    }
+                    (_, Some((hold, payer, payee))) => {
+                        let voider = if cents % 2 == 0 { payer } else { payee };
+                        ("void", holds::void(app, &people[voider].0, &hold).await)
+                    }
+                };
+                let problem = if reply.status < 300 { String::new() } else { reply.problem() };
+                *outcomes.entry((operation, reply.status, problem)).or_default() += 1;
+            }
+            (outcomes, withdrawn_cents)
+        }
+    });
+    let mut totals: BTreeMap<(&'static str, u16, String), usize> = BTreeMap::new();
+    let mut withdrawn_cents = 0;
+    for (outcomes, cents) in join_all(clients).await {
+        withdrawn_cents += cents;
+        for (outcome, n) in outcomes {
+            *totals.entry(outcome).or_default() += n;
+        }
+    }
+    let expected = |(operation, status, problem): &(&'static str, u16, String)| match (*operation, *status, problem.as_str()) {
+        (_, 200 | 201, "") => true,
+        ("hold" | "transfer" | "withdrawal" | "capture", 422, "insufficient-funds") => true,
+        ("capture", 422, "capture-exceeds-hold" | "validation-failed") => true,
+        ("capture" | "void", 409, "hold-not-active" | "hold-expired") => true,
+        _ => false,
+    };
+    let unexpected: Vec<_> = totals.iter().filter(|(outcome, _)| !expected(outcome)).collect();
+    assert!(unexpected.is_empty(), "unexpected outcomes (5xx included): {unexpected:?}\nall: {totals:?}");
+    assert_eq!(totals.values().sum::<usize>(), CLIENTS * STEPS_PER_CLIENT);
+    for operation in ["hold", "capture", "void", "transfer", "withdrawal"] {
+        let won = totals.iter().filter(|((o, status, _), _)| *o == operation && *status < 300).map(|(_, n)| n).sum::<usize>();
+        assert!(won > 0, "some {operation} succeeded: {totals:?}");
+    }
+    assert_books_balance(&app).await;
+    let left: String = app
+        .sql()
+        .await
+        .query_one("SELECT (600 - sum(balance))::text FROM accounts.accounts WHERE kind = 'user'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let withdrawn = format!("{}.{:02}00", withdrawn_cents / 100, withdrawn_cents % 100);
+    assert_eq!(left, withdrawn, "only withdrawals took money out of the users' wallets");
 }

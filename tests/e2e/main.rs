@@ -16,6 +16,7 @@ mod deploy;
 mod deploy_artifacts;
 mod fuzz;
 mod health;
+mod holds;
 mod host;
 mod identity;
 mod instances;

@@ -1,7 +1,10 @@
 //! Policy plugins (wit/policy/policy.wit) end to end: each shipped plugin allows, refuses
-//! and charges as it says through HTTP, refusals change nothing, racing requests never
-//! pass a limit, swapping a plugin in the manifest changes behaviour with the same
-//! transfers.wasm, and a plugin that misbehaves or imports a capability is contained.
+//! and charges as it says through HTTP, holds and captures included, refusals change
+//! nothing, racing requests never pass a limit, swapping a plugin in the manifest changes
+//! behaviour with the same transfers.wasm, a plugin built against contract 0.1.0 keeps
+//! working in the compatibility slot and is asked about holds as transfers, a plugin fits
+//! only a slot of its contract version, and a plugin that misbehaves or imports a
+//! capability is contained.
 
 use futures::future::join_all;
 use serde_json::json;
@@ -10,8 +13,9 @@ use wasmpay_test_support::paths;
 
 use crate::{
     app::{Reply, Runtime, Server, TestApp},
+    holds::{capture, place},
     money::{assert_books_balance, balance, count, funded_wallet, key, transfer, wallet},
-    users::{User, verified},
+    users::{User, signed_up, verified},
 };
 
 const TRANSFERS: &str = "transfers";
@@ -28,6 +32,11 @@ async fn pay(app: &TestApp, user: &User, from: &str, to: &str, amount: &str) -> 
 
 async fn transfer_count(app: &TestApp) -> i64 {
     count(app, "SELECT count(*) FROM ledger.transfers WHERE kind = 'transfer'").await
+}
+
+/// What the platform's USD fee account holds, in cents.
+async fn usd_fee_cents(app: &TestApp) -> i64 {
+    count(app, "SELECT coalesce(sum((balance * 100)::bigint), 0)::int8 FROM accounts.accounts WHERE kind = 'fees' AND currency = 'USD'").await
 }
 
 #[tokio::test]
@@ -146,40 +155,150 @@ async fn racing_transfers_never_pass_a_velocity_limit_and_fees_keep_the_books_ba
 }
 
 #[tokio::test]
-async fn swapping_the_third_slot_for_the_javascript_blocklist_changes_behaviour_with_the_same_engine() {
+async fn holds_and_captures_obey_the_transfer_rules_and_only_the_capture_pays_the_fee() {
+    let app = spawn(|config| {
+        config
+            .variable("max_transfer_amount", "USD=50")
+            .variable("transfer_fees", "USD=1")
+            .variable("transfer_velocity", "USD=2/")
+    })
+    .await;
+    let (alice, bob) = (verified(&app, "hold-rules-alice").await, verified(&app, "hold-rules-bob").await);
+    let carol = signed_up(&app, "hold-rules-carol").await;
+    let from = funded_wallet(&app, &alice, "USD", "200").await;
+    let to = wallet(&app, &bob, "USD").await;
+    let hold = |amount: &str| json!({"fromAccountId": from, "toAccountId": to, "amount": amount, "currency": "USD"});
+
+    // policies/standard: a hold announces a transfer, so the transfer limit and the verified
+    // e-mail apply to it.
+    let above = place(&app, &alice, &hold("50.01")).await;
+    assert_eq!((above.status, above.problem()), (422, "amount-above-limit".to_owned()));
+    let carol_wallet = funded_wallet(&app, &carol, "USD", "10").await;
+    let unverified = place(
+        &app,
+        &carol,
+        &json!({"fromAccountId": carol_wallet, "toAccountId": to, "amount": "1", "currency": "USD"}),
+    )
+    .await;
+    assert_eq!((unverified.status, unverified.problem()), (403, "email-not-verified".to_owned()));
+
+    // policies/fees: the hold only reserves money; its capture is the transfer, and pays.
+    let placed = place(&app, &alice, &hold("40")).await;
+    placed.expect(201);
+    assert_eq!(balance(&app, &alice, &from).await, "200.00");
+    assert_eq!(usd_fee_cents(&app).await, 0, "no fee on a hold");
+    let id = placed.json()["id"].as_str().unwrap().to_owned();
+    capture(&app, &bob, &id, None).await.expect(201);
+    assert_eq!(balance(&app, &alice, &from).await, "159.00", "40 and the fee of 1");
+    assert_eq!(balance(&app, &bob, &to).await, "40.00");
+    assert_eq!(usd_fee_cents(&app).await, 100);
+
+    // policies/velocity (two a day): the capture was the first transfer, this is the second,
+    // and a hold is checked as the third.
+    pay(&app, &alice, &from, &to, "1").await.expect(201);
+    let too_many = place(&app, &alice, &hold("1")).await;
+    assert_eq!((too_many.status, too_many.problem()), (429, "velocity-limit-exceeded".to_owned()));
+    assert_eq!(count(&app, "SELECT count(*) FROM ledger.holds").await, 1, "refusals place nothing");
+    assert_eq!(transfer_count(&app).await, 2);
+    assert_books_balance(&app).await;
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_contract_0_1_works_in_the_compatibility_slot_and_sees_holds_as_transfers() {
     let engine = std::fs::read(paths::component("transfers")).unwrap();
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (verified(&app, "block-alice").await, verified(&app, "block-bob").await, verified(&app, "block-carol").await);
+    let (alice, bob, carol) =
+        (verified(&app, "block-alice").await, verified(&app, "block-bob").await, verified(&app, "block-carol").await);
+    let dave = verified(&app, "block-dave").await;
     let from = funded_wallet(&app, &alice, "USD", "100").await;
     let to_bob = wallet(&app, &bob, "USD").await;
     let to_carol = wallet(&app, &carol, "USD").await;
-    let pay = |to: &str, amount: &str| json!({"fromAccountId": from, "toAccountId": to, "amount": amount, "currency": "USD"});
+    let to_dave = wallet(&app, &dave, "USD").await;
+    let pay =
+        |to: &str, amount: &str| json!({"fromAccountId": from, "toAccountId": to, "amount": amount, "currency": "USD"});
     transfer(&app, &alice, &pay(&to_bob, "1")).await.expect(201);
+    let for_dave = place(&app, &alice, &pay(&to_dave, "5")).await;
+    for_dave.expect(201);
+    let for_dave = for_dave.json()["id"].as_str().unwrap().to_owned();
 
-    // The same database and transfers.wasm; the manifest's third slot now holds the
-    // JavaScript blocklist, and bob is on the list: his user id (as a sender), his wallet
-    // and his e-mail address (as a request names a recipient; matched whatever its case).
+    // The same database and transfers.wasm; the manifest's compatibility slot now holds the
+    // JavaScript blocklist, built against 0.1.0 and never rebuilt since, and bob is on the
+    // list: his user id (as a sender), his wallet and his e-mail address (as a request names
+    // a recipient; matched whatever its case). So is dave's wallet, not dave.
     let TestApp { db, server, .. } = app;
     drop(server);
+    let blocked = format!("nobody@example.com, {}, {to_bob}, {}, {to_dave}", bob.id, bob.email.to_uppercase());
     let config = TestApp::config(&db)
-        .dependency_source(TRANSFERS, THIRD_SLOT, paths::js_policy())
-        .variable("blocked_parties", format!("nobody@example.com, {}, {to_bob}, {}", bob.id, bob.email.to_uppercase()));
+        .dependency_source(TRANSFERS, paths::COMPATIBILITY_SLOT, paths::js_policy())
+        .variable("blocked_parties", blocked);
     assert_eq!(config.component_sources[TRANSFERS], paths::component("transfers"));
-    let app = TestApp::serving(db, Server::start(config).await.expect("the application starts with the JavaScript plugin"));
-    for refused in [pay(&to_bob, "1"), json!({"fromAccountId": from, "toEmail": bob.email, "amount": "1", "currency": "USD"})] {
+    let app =
+        TestApp::serving(db, Server::start(config).await.expect("the application starts with the JavaScript plugin"));
+    let to_bob_by_email = json!({"fromAccountId": from, "toEmail": bob.email, "amount": "1", "currency": "USD"});
+    for refused in [pay(&to_bob, "1"), to_bob_by_email.clone()] {
         let reply = transfer(&app, &alice, &refused).await;
         reply.expect(403);
         assert_eq!(reply.problem(), "party-blocked");
-        assert!(!reply.json()["detail"].as_str().unwrap().contains(&bob.email), "the refusal does not say who is blocked");
+        assert!(
+            !reply.json()["detail"].as_str().unwrap().contains(&bob.email),
+            "the refusal does not say who is blocked"
+        );
     }
-    let bob_sends = transfer(&app, &bob, &json!({"fromAccountId": to_bob, "toAccountId": to_carol, "amount": "0.50", "currency": "USD"})).await;
+    let bob_sends = transfer(
+        &app,
+        &bob,
+        &json!({"fromAccountId": to_bob, "toAccountId": to_carol, "amount": "0.50", "currency": "USD"}),
+    )
+    .await;
     bob_sends.expect(403);
     transfer(&app, &alice, &pay(&to_carol, "1")).await.expect(201);
-    assert_eq!(balance(&app, &alice, &from).await, "98.00");
+
+    // Contract 0.1.0 names no holds: the plugin is asked about a hold as the transfer it
+    // announces, and about a capture as the payer's transfer it becomes.
+    for refused in [pay(&to_bob, "1"), to_bob_by_email] {
+        let reply = place(&app, &alice, &refused).await;
+        assert_eq!((reply.status, reply.problem()), (403, "party-blocked".to_owned()), "{refused}");
+    }
+    let bob_holds = place(
+        &app,
+        &bob,
+        &json!({"fromAccountId": to_bob, "toAccountId": to_carol, "amount": "0.50", "currency": "USD"}),
+    )
+    .await;
+    assert_eq!((bob_holds.status, bob_holds.problem()), (403, "party-blocked".to_owned()));
+    let for_carol = place(&app, &alice, &pay(&to_carol, "2")).await;
+    for_carol.expect(201);
+    capture(&app, &carol, for_carol.json()["id"].as_str().unwrap(), None).await.expect(201);
+    let dave_captures = capture(&app, &dave, &for_dave, None).await;
+    assert_eq!((dave_captures.status, dave_captures.problem()), (403, "party-blocked".to_owned()));
+
+    assert_eq!(balance(&app, &alice, &from).await, "96.00");
     assert_eq!(balance(&app, &bob, &to_bob).await, "1.00");
-    assert_eq!(transfer_count(&app).await, 2);
+    assert_eq!(balance(&app, &dave, &to_dave).await, "0.00");
+    assert_eq!(
+        count(&app, &format!("SELECT count(*) FROM ledger.holds WHERE id = '{for_dave}' AND status = 'pending'")).await,
+        1
+    );
+    assert_eq!(transfer_count(&app).await, 3);
     assert_books_balance(&app).await;
     assert_eq!(std::fs::read(paths::component("transfers")).unwrap(), engine, "the engine was not rebuilt");
+}
+
+#[tokio::test]
+async fn a_plugin_fills_only_a_slot_of_the_contract_version_it_was_built_against() {
+    let db = wasmpay_test_support::postgres::migrated_database().await.expect("a migrated test database");
+    let misplaced = [
+        (THIRD_SLOT, paths::js_policy(), "wasmpay:policy/policy@0.2.0"),
+        (paths::COMPATIBILITY_SLOT, paths::policy("policy-standard"), "wasmpay:policy/policy@0.1.0"),
+    ];
+    for (slot, plugin, wanted) in misplaced {
+        let config = TestApp::config(&db).dependency_source(TRANSFERS, slot, &plugin);
+        let Err(error) = Server::start(config).await else {
+            panic!("the application started with {} in slot {slot} under {:?}", plugin.display(), Runtime::current());
+        };
+        let message = format!("{error:#}");
+        assert!(message.contains(&format!("dependency '{slot}'")) && message.contains(wanted), "{message}");
+    }
 }
 
 #[tokio::test]
@@ -234,7 +353,7 @@ async fn a_plugin_whose_export_does_not_fit_the_slot_is_refused_at_start_up() {
             (core instance $i (instantiate $m))
             (func $evaluate (canon lift (core func $i "evaluate")))
             (instance $policy (export "evaluate" (func $evaluate)))
-            (export "wasmpay:policy/policy@0.1.0" (instance $policy))
+            (export "wasmpay:policy/policy@0.2.0" (instance $policy))
         )"#,
     )
     .unwrap();

@@ -11,8 +11,9 @@ use wasmpay_common::{
     time,
 };
 
-/// `a.` columns, in the order [`AccountView::from_row`] reads them.
-pub const ACCOUNT_COLUMNS: &str = "a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at";
+/// `a.` columns, in the order [`AccountView::from_row`] reads them. What its active holds
+/// reserve is the ledger's to say (migrations/V12__holds.sql).
+pub const ACCOUNT_COLUMNS: &str = "a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at, ledger.held(a.id)";
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,6 +22,10 @@ pub struct AccountView {
     pub currency: String,
     /// At the currency's scale: "0.00" USD, "0" VND, "0.000" BHD.
     pub balance: String,
+    /// What the wallet can spend: its balance less its active holds.
+    pub available: String,
+    /// What its active holds reserve.
+    pub held: String,
     pub status: String,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -34,10 +39,14 @@ impl AccountView {
             column: 1,
             reason: e.to_string(),
         })?;
+        let balance: Decimal = db::get(row, 2)?;
+        let held: Decimal = db::get(row, 6)?;
         Ok(Self {
             id: db::get(row, 0)?,
             currency: code,
-            balance: format_amount(db::get::<Decimal>(row, 2)?, currency),
+            balance: format_amount(balance, currency),
+            available: format_amount(balance - held, currency),
+            held: format_amount(held, currency),
             status: db::get(row, 3)?,
             created_at: time::rfc3339(db::get::<NaiveDateTime>(row, 4)?),
             closed_at: db::get::<Option<NaiveDateTime>>(row, 5)?.map(time::rfc3339),

@@ -1,10 +1,12 @@
-//! `GET /accounts/me` (every wallet of the caller, newest first) and `GET /accounts/{id}`.
+//! `GET /accounts/me` (every wallet of the caller, newest first) and `GET /accounts/{id}`
+//! (one wallet, with its active holds: those on its money and those in its favour).
 //! Another user's wallet, or an id that is not a UUID, is a 404: no existence leak.
 
 use serde::Serialize;
+use serde_json::Value;
 use wasmpay_common::{
     auth,
-    db::{Db, Query},
+    db::{self, Db, DbError, Query},
     http::{self, Request, Response},
     problem::Problem,
     router::Params,
@@ -19,6 +21,15 @@ struct AccountList {
 
 /// Most wallets listed; a user holds one active wallet per currency, so this is plenty.
 const MAX_LISTED_ACCOUNTS: i64 = 500;
+/// Most active holds shown with a wallet, newest first.
+const MAX_LISTED_HOLDS: i64 = 50;
+
+#[derive(Serialize)]
+struct WalletView {
+    #[serde(flatten)]
+    account: AccountView,
+    holds: Vec<Value>,
+}
 
 pub async fn mine(request: Request, _: Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(&request).await?;
@@ -42,10 +53,20 @@ pub async fn one(request: Request, params: Params) -> Result<Response, Problem> 
     let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
-            &Query::select(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2")),
-            &[id.into(), caller.user_id.into()],
+            &Query::select(&format!("SELECT {ACCOUNT_COLUMNS},
+                    (SELECT COALESCE(jsonb_agg(ledger.hold_json(h) ORDER BY h.created_at DESC, h.id DESC), '[]')
+                     FROM (SELECT * FROM ledger.holds h
+                           WHERE (h.payer_account_id = a.id OR h.payee_account_id = a.id)
+                             AND h.status = 'pending' AND h.expires_at > clock_timestamp() AT TIME ZONE 'UTC'
+                           ORDER BY h.created_at DESC, h.id DESC
+                           LIMIT $3) h)
+                 FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2")),
+            &[id.into(), caller.user_id.into(), MAX_LISTED_HOLDS.into()],
         )
         .await?
         .ok_or_else(not_found)?;
-    Ok(http::json(200, &AccountView::from_row(&row)?))
+    let holds = serde_json::from_value(db::get(&row, 7)?)
+        .map_err(|e| DbError::Decode { column: 7, reason: e.to_string() })?;
+    let wallet = WalletView { account: AccountView::from_row(&row)?, holds };
+    Ok(http::json(200, &wallet))
 }

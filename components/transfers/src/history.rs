@@ -1,9 +1,10 @@
 //! `GET /accounts/{id}/transactions?limit&cursor&from&to`: a wallet's postings, newest
 //! first, for its owner only.
 //!
-//! Pages follow the wallet's version, which each posting increments under the wallet's
-//! row lock: versions grow in commit order, so postings arriving while a client pages only
-//! ever appear before its first page, never between pages. The cursor is opaque.
+//! Pages follow the wallet's version, which each posting and each hold placed increments
+//! under the wallet's row lock: versions grow in commit order, so items arriving while a
+//! client pages only ever appear before its first page, never between pages. The cursor is
+//! opaque. A hold appears where it was placed, with its status now.
 
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
@@ -31,8 +32,10 @@ struct Counterparty {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Transaction {
+    /// The ledger entry's id, or `hold:` and the hold's.
     id: String,
-    transfer_id: Uuid,
+    /// The posting; for a hold, the transfer its capture became, if it was captured.
+    transfer_id: Option<Uuid>,
     kind: &'static str,
     /// Signed: negative left the wallet (a fee included).
     amount: String,
@@ -43,6 +46,12 @@ struct Transaction {
     counterparty: Option<Counterparty>,
     description: Option<String>,
     created_at: String,
+    /// The hold a hold item is, or a transfer captured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_id: Option<Uuid>,
+    /// A hold item's status now: pending, captured, voided or expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_status: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -108,9 +117,11 @@ fn parse_query(query: &str) -> Result<PageQuery, Problem> {
     if errors.is_empty() { Ok(parsed) } else { Err(Problem::validation(errors)) }
 }
 
-fn kind(transfer_kind: &str, amount: Decimal) -> &'static str {
+fn kind(item_kind: &str, amount: Decimal) -> &'static str {
     let incoming = amount > Decimal::ZERO;
-    match (transfer_kind, incoming) {
+    match (item_kind, incoming) {
+        ("hold-in", _) => "hold-in",
+        ("hold-out", _) => "hold-out",
         ("transfer", true) => "transfer-in",
         ("transfer", false) => "transfer-out",
         ("refund", true) => "refund-in",
@@ -133,27 +144,64 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
     let query = parse_query(request.query())?;
     let db = Db::connect_as(&caller).await?;
     let rows = db.query_all(
-        &Query::select("SELECT w.scale, e.id, e.transfer_id, t.kind, e.amount, e.balance_after,
-                other_wallet.id, other_wallet.kind, u.full_name, t.description, e.created_at,
-                e.account_version, CASE WHEN e.account_id = t.from_account_id THEN t.fee END
+        &Query::select("SELECT w.scale, i.item_id, i.transfer_id, i.kind, i.amount, i.balance_after,
+                i.other_wallet_id, i.other_wallet_kind, i.full_name, i.description, i.created_at,
+                i.version, i.fee, i.hold_id, i.hold_status
          FROM accounts.accounts w
          LEFT JOIN LATERAL (
-             SELECT * FROM ledger.entries e
-             WHERE e.account_id = w.id
-               AND ($3::int8 IS NULL OR e.account_version < $3::int8)
-               AND ($4::timestamp IS NULL OR e.created_at >= $4::timestamp)
-               AND ($5::timestamp IS NULL OR e.created_at < $5::timestamp)
-             ORDER BY e.account_version DESC
+             SELECT * FROM (
+                 SELECT e.account_version AS version, e.id::text AS item_id, e.transfer_id, t.kind, e.amount,
+                        e.balance_after, other_wallet.id AS other_wallet_id, other_wallet.kind AS other_wallet_kind,
+                        u.full_name, t.description, e.created_at,
+                        CASE WHEN e.account_id = t.from_account_id THEN t.fee END AS fee,
+                        t.hold_id, NULL::text AS hold_status
+                 FROM (SELECT * FROM ledger.entries e
+                       WHERE e.account_id = w.id
+                         AND ($3::int8 IS NULL OR e.account_version < $3::int8)
+                         AND ($4::timestamp IS NULL OR e.created_at >= $4::timestamp)
+                         AND ($5::timestamp IS NULL OR e.created_at < $5::timestamp)
+                       ORDER BY e.account_version DESC
+                       LIMIT $6) e
+                 JOIN ledger.transfers t ON t.id = e.transfer_id
+                 -- The wallet on the other side (a transfer with a fee has a third entry,
+                 -- the platform's fee account, which is nobody's counterparty).
+                 JOIN accounts.accounts other_wallet ON other_wallet.id =
+                     CASE WHEN e.account_id = t.from_account_id THEN t.to_account_id ELSE t.from_account_id END
+                 LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
+                 UNION ALL
+                 -- Holds on the wallet's money and in its favour, where they were placed;
+                 -- they move nothing, so the balance is the one they found.
+                 SELECT h.version, 'hold:' || h.id, h.transfer_id, h.kind, h.signed_amount, h.balance,
+                        other_wallet.id, other_wallet.kind, u.full_name, h.description, h.created_at,
+                        NULL, h.id, ledger.hold_status(h.hold)
+                 FROM (
+                     (SELECT h.payer_version AS version, 'hold-out' AS kind, -h.amount AS signed_amount,
+                             h.payer_balance AS balance, h.payee_account_id AS other, h AS hold, h.*
+                      FROM ledger.holds h
+                      WHERE h.payer_account_id = w.id
+                        AND ($3::int8 IS NULL OR h.payer_version < $3::int8)
+                        AND ($4::timestamp IS NULL OR h.created_at >= $4::timestamp)
+                        AND ($5::timestamp IS NULL OR h.created_at < $5::timestamp)
+                      ORDER BY h.payer_version DESC
+                      LIMIT $6)
+                     UNION ALL
+                     (SELECT h.payee_version, 'hold-in', h.amount, h.payee_balance, h.payer_account_id, h, h.*
+                      FROM ledger.holds h
+                      WHERE h.payee_account_id = w.id
+                        AND ($3::int8 IS NULL OR h.payee_version < $3::int8)
+                        AND ($4::timestamp IS NULL OR h.created_at >= $4::timestamp)
+                        AND ($5::timestamp IS NULL OR h.created_at < $5::timestamp)
+                      ORDER BY h.payee_version DESC
+                      LIMIT $6)
+                 ) h
+                 JOIN accounts.accounts other_wallet ON other_wallet.id = h.other
+                 LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
+             ) items
+             ORDER BY items.version DESC
              LIMIT $6
-         ) e ON true
-         LEFT JOIN ledger.transfers t ON t.id = e.transfer_id
-         -- The wallet on the other side (a transfer with a fee has a third entry, the
-         -- platform's fee account, which is nobody's counterparty).
-         LEFT JOIN accounts.accounts other_wallet ON other_wallet.id =
-             CASE WHEN e.account_id = t.from_account_id THEN t.to_account_id ELSE t.from_account_id END
-         LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
+         ) i ON true
          WHERE w.id = $1 AND w.owner_id = $2 AND w.kind = 'user'
-         ORDER BY e.account_version DESC"),
+         ORDER BY i.version DESC"),
         &[
             wallet.into(),
             caller.user_id.into(),
@@ -171,16 +219,16 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
     let mut transactions = Vec::new();
     let mut versions = Vec::new();
     for row in &rows {
-        let Some(entry_id) = db::get::<Option<i64>>(row, 1)? else {
+        let Some(item_id) = db::get::<Option<String>>(row, 1)? else {
             break;
         };
         let amount: Decimal = db::get(row, 4)?;
-        let transfer_kind: String = db::get(row, 3)?;
+        let item_kind: String = db::get(row, 3)?;
         let counterparty_kind: String = db::get(row, 7)?;
         transactions.push(Transaction {
-            id: entry_id.to_string(),
+            id: item_id,
             transfer_id: db::get(row, 2)?,
-            kind: kind(&transfer_kind, amount),
+            kind: kind(&item_kind, amount),
             amount: render(amount, scale),
             fee: db::get::<Option<Decimal>>(row, 12)?.filter(|fee| !fee.is_zero()).map(|fee| render(fee, scale)),
             balance_after: render(db::get(row, 5)?, scale),
@@ -194,6 +242,8 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
                 .transpose()?,
             description: db::get(row, 9)?,
             created_at: time::rfc3339(db::get(row, 10)?),
+            hold_id: db::get(row, 13)?,
+            hold_status: db::get(row, 14)?,
         });
         versions.push(db::get::<i64>(row, 11)?);
     }
@@ -240,5 +290,7 @@ mod tests {
         assert_eq!(kind("refund", -Decimal::ONE), "refund-out");
         assert_eq!(kind("deposit", Decimal::ONE), "deposit");
         assert_eq!(kind("withdrawal", -Decimal::ONE), "withdrawal");
+        assert_eq!(kind("hold-out", -Decimal::ONE), "hold-out");
+        assert_eq!(kind("hold-in", Decimal::ONE), "hold-in");
     }
 }

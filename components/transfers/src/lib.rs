@@ -1,8 +1,9 @@
 //! The transfers component: the double-entry engine. This file is its route table; each
 //! money movement is asked of the policy plugins (`policy`), then is one call of a ledger
-//! function (migrations/V5__ledger.sql, V9__policy_terms_and_fees.sql).
+//! function (migrations/V5__ledger.sql, V9__policy_terms_and_fees.sql, V12__holds.sql).
 
 mod history;
+mod hold;
 mod idempotency;
 mod policy;
 mod posting;
@@ -28,5 +29,9 @@ fn routes() -> Router {
         .post("/transfers/:id/refunds", refund::handle)
         .post("/deposits", settlement::deposit)
         .post("/withdrawals", settlement::withdraw)
+        .post("/holds", hold::place)
+        .get("/holds/:id", hold::view)
+        .post("/holds/:id/capture", hold::capture)
+        .post("/holds/:id/void", hold::void)
         .get("/accounts/:id/transactions", history::handle)
 }

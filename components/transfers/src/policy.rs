@@ -1,9 +1,10 @@
-//! The posting policies (`wit/policy/policy.wit`): three plugin slots, asked in order about
-//! every posting before the ledger is called. The first refusal wins and nothing else is
-//! asked; fees add up; every requirement goes to the ledger function, which checks it
-//! under the wallet locks. A slot's answer is checked here before it is trusted: one the
-//! engine cannot enforce (a malformed amount, a fee on a deposit, a refusal with a bad
-//! status) fails the request with a 503 and posts nothing.
+//! The posting policies (`wit/policy/policy.wit`): three plugin slots speaking contract
+//! 0.2.0 and a compatibility slot speaking 0.1.0, asked in order about every posting before
+//! the ledger is called. The first refusal wins and nothing else is asked; fees add up;
+//! every requirement goes to the ledger function, which checks it under the wallet locks. A
+//! slot's answer is checked here before it is trusted: one the engine cannot enforce (a
+//! malformed amount, a fee on a deposit, a refusal with a bad status) fails the request
+//! with a 503 and posts nothing.
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -12,11 +13,29 @@ use wasmpay_common::{config, currency::Currency, email::Email, problem::Problem}
 
 spin_sdk::wit_bindgen::generate!({
     path: "../../wit/policy",
-    world: "wasmpay:policy/engine",
+    world: "wasmpay:policy/engine@0.2.0",
     runtime_path: "spin_sdk::wit_bindgen::rt",
+    // The compatibility slot's interface belongs to another package, wasmpay:policy@0.1.0.
+    // Only its posting differs from 0.2.0's: every other type is the same record or variant,
+    // so its answers are read into 0.2.0's types (the generated lifting code would not
+    // compile if they were not) and checked by the same code.
+    with: {
+        "wasmpay:policy/policy@0.1.0": generate,
+        "wasmpay:policy/policy@0.1.0/currency": crate::policy::policy_0_2::Currency,
+        "wasmpay:policy/policy@0.1.0/recipient": crate::policy::policy_0_2::Recipient,
+        "wasmpay:policy/policy@0.1.0/refusal": crate::policy::policy_0_2::Refusal,
+        "wasmpay:policy/policy@0.1.0/ceiling": crate::policy::policy_0_2::Ceiling,
+        "wasmpay:policy/policy@0.1.0/condition": crate::policy::policy_0_2::Condition,
+        "wasmpay:policy/policy@0.1.0/requirement": crate::policy::policy_0_2::Requirement,
+        "wasmpay:policy/policy@0.1.0/terms": crate::policy::policy_0_2::Terms,
+        "wasmpay:policy/policy@0.1.0/decision": crate::policy::policy_0_2::Decision,
+    },
 });
 
-use wasmpay::policy::policy::{self as first_policy, Condition, Decision, PostingKind, Refusal, Requirement};
+use wasmpay::{
+    policy0_1_0::policy as policy_0_1,
+    policy0_2_0::policy::{self as policy_0_2, Condition, Decision, PostingKind, Refusal, Requirement},
+};
 
 /// The variables every policy is given, when the manifest maps them to this component.
 const SETTINGS: [&str; 6] = [
@@ -42,6 +61,10 @@ pub enum Kind {
     Deposit,
     Withdrawal,
     Refund,
+    /// Placing a hold: asked like the transfer it announces (`POST /holds`).
+    Hold,
+    /// Capturing a hold: the transfer from the payer it becomes.
+    Capture,
 }
 
 pub enum Recipient<'a> {
@@ -58,21 +81,32 @@ pub struct Intent<'a> {
     pub wallet: Option<Uuid>,
     pub recipient: Option<Recipient<'a>>,
     pub refund_of: Option<Uuid>,
+    /// The hold a capture takes.
+    pub hold: Option<Uuid>,
+}
+
+/// The version of the plugin contract a slot speaks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Contract {
+    V0_1,
+    V0_2,
 }
 
 /// What the policies decided, as the ledger's posting functions take it (`p_terms`), or
 /// the problem refusing the posting.
 pub async fn terms(intent: &Intent<'_>) -> Result<Value, Problem> {
     let posting = posting(intent);
+    let posting_0_1 = posting_0_1(&posting);
     let settings = settings().await?;
-    let slots: [(&str, fn(&first_policy::Posting, &[(String, String)]) -> Decision); 3] = [
-        ("wasmpay:policy/policy", first_policy::evaluate),
-        ("second-policy", second_policy::evaluate),
-        ("third-policy", third_policy::evaluate),
+    let slots: [(&str, Contract, &dyn Fn() -> Decision); 4] = [
+        ("first-policy", Contract::V0_2, &|| first_policy::evaluate(&posting, &settings)),
+        ("second-policy", Contract::V0_2, &|| second_policy::evaluate(&posting, &settings)),
+        ("third-policy", Contract::V0_2, &|| third_policy::evaluate(&posting, &settings)),
+        ("wasmpay:policy/policy@0.1.0", Contract::V0_1, &|| policy_0_1::evaluate(&posting_0_1, &settings)),
     ];
     let mut fee = Decimal::ZERO;
     let mut requirements = Vec::new();
-    for (number, (slot, evaluate)) in (1..).zip(slots) {
+    for (number, (slot, contract, evaluate)) in (1..).zip(slots) {
         let unusable = |reason: String| {
             eprintln!("policy {slot} gave an unusable decision: {reason}");
             Problem::new(
@@ -82,11 +116,11 @@ pub async fn terms(intent: &Intent<'_>) -> Result<Value, Problem> {
                 "a policy plugin gave an answer the engine cannot enforce; nothing was posted",
             )
         };
-        match evaluate(&posting, &settings) {
+        match evaluate() {
             Decision::Refuse(refusal) => return Err(refused(refusal).map_err(unusable)?),
             Decision::Allow(terms) => {
                 if let Some(text) = terms.fee {
-                    fee += checked_fee(intent, &text).map_err(unusable)?;
+                    fee += charged_fee(intent, contract, &text).map_err(unusable)?;
                 }
                 if terms.requirements.len() > MAX_REQUIREMENTS_PER_POLICY {
                     return Err(unusable(format!("{} requirements", terms.requirements.len())));
@@ -103,26 +137,49 @@ pub async fn terms(intent: &Intent<'_>) -> Result<Value, Problem> {
     }))
 }
 
-fn posting(intent: &Intent) -> first_policy::Posting {
-    first_policy::Posting {
+fn posting(intent: &Intent) -> policy_0_2::Posting {
+    policy_0_2::Posting {
         kind: match intent.kind {
             Kind::Transfer => PostingKind::Transfer,
             Kind::Deposit => PostingKind::Deposit,
             Kind::Withdrawal => PostingKind::Withdrawal,
             Kind::Refund => PostingKind::Refund,
+            Kind::Hold => PostingKind::Hold,
+            Kind::Capture => PostingKind::Capture,
         },
         amount: intent.amount.map(|amount| amount.normalize().to_string()),
-        currency: intent.currency.map(|currency| first_policy::Currency {
+        currency: intent.currency.map(|currency| policy_0_2::Currency {
             code: currency.code().to_owned(),
             minor_units: u8::try_from(currency.scale()).unwrap_or(u8::MAX),
         }),
         initiator: intent.initiator.to_string(),
         wallet: intent.wallet.map(|id| id.to_string()),
         recipient: intent.recipient.as_ref().map(|recipient| match recipient {
-            Recipient::Wallet(id) => first_policy::Recipient::Wallet(id.to_string()),
-            Recipient::Email(email) => first_policy::Recipient::Email(email.as_str().to_owned()),
+            Recipient::Wallet(id) => policy_0_2::Recipient::Wallet(id.to_string()),
+            Recipient::Email(email) => policy_0_2::Recipient::Email(email.as_str().to_owned()),
         }),
         refund_of: intent.refund_of.map(|id| id.to_string()),
+        hold: intent.hold.map(|id| id.to_string()),
+    }
+}
+
+/// The posting as contract 0.1.0 states it. That version names no holds: a hold and its
+/// capture reach its plugins as the transfer from the payer to the payee they are, and
+/// the hold a capture takes is left out.
+fn posting_0_1(posting: &policy_0_2::Posting) -> policy_0_1::Posting {
+    policy_0_1::Posting {
+        kind: match posting.kind {
+            PostingKind::Transfer | PostingKind::Hold | PostingKind::Capture => policy_0_1::PostingKind::Transfer,
+            PostingKind::Deposit => policy_0_1::PostingKind::Deposit,
+            PostingKind::Withdrawal => policy_0_1::PostingKind::Withdrawal,
+            PostingKind::Refund => policy_0_1::PostingKind::Refund,
+        },
+        amount: posting.amount.clone(),
+        currency: posting.currency.clone(),
+        initiator: posting.initiator.clone(),
+        wallet: posting.wallet.clone(),
+        recipient: posting.recipient.clone(),
+        refund_of: posting.refund_of.clone(),
     }
 }
 
@@ -174,9 +231,21 @@ fn decimal(text: &str) -> Result<Decimal, String> {
     Ok(amount)
 }
 
-/// A fee the ledger can charge: on a transfer, within the currency's minor unit.
+/// The fee a slot's answer adds to the posting. A 0.1.0 plugin was asked about a hold as the
+/// transfer it announces, so the fee it names is that transfer's: it is charged when the
+/// hold is captured, not when the money is reserved, and ignored here. A 0.2.0 plugin knew
+/// it was a hold: its fee is refused like a fee on any posting that cannot carry one.
+fn charged_fee(intent: &Intent, contract: Contract, text: &str) -> Result<Decimal, String> {
+    if intent.kind == Kind::Hold && contract == Contract::V0_1 {
+        return Ok(Decimal::ZERO);
+    }
+    checked_fee(intent, text)
+}
+
+/// A fee the ledger can charge: on a transfer (a capture is one), within the currency's
+/// minor unit.
 fn checked_fee(intent: &Intent, text: &str) -> Result<Decimal, String> {
-    let (Kind::Transfer, Some(currency)) = (intent.kind, intent.currency) else {
+    let (Kind::Transfer | Kind::Capture, Some(currency)) = (intent.kind, intent.currency) else {
         return Err(format!("a fee on a {:?}", intent.kind));
     };
     let fee = decimal(text)?;
@@ -222,4 +291,62 @@ fn requirement_json(policy: u32, requirement: Requirement) -> Result<Value, Stri
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(kind: Kind) -> Intent<'static> {
+        Intent {
+            kind,
+            amount: Some(Decimal::new(1250, 2)),
+            currency: Some(Currency::parse("USD").expect("a currency")),
+            initiator: Uuid::from_u128(1),
+            wallet: Some(Uuid::from_u128(2)),
+            recipient: Some(Recipient::Wallet(Uuid::from_u128(3))),
+            refund_of: None,
+            hold: (kind == Kind::Capture).then(|| Uuid::from_u128(4)),
+        }
+    }
+
+    #[test]
+    fn contract_0_1_plugins_see_a_hold_and_a_capture_as_the_transfer_they_are() {
+        for kind in [Kind::Hold, Kind::Capture] {
+            let posting = posting(&intent(kind));
+            let seen = posting_0_1(&posting);
+            assert_eq!(seen.kind, policy_0_1::PostingKind::Transfer, "{kind:?}");
+            assert_eq!(seen.amount.as_deref(), Some("12.5"));
+            assert!(matches!(&seen.currency, Some(currency) if currency.code == "USD" && currency.minor_units == 2));
+            assert_eq!(seen.initiator, Uuid::from_u128(1).to_string());
+            assert_eq!(seen.wallet, Some(Uuid::from_u128(2).to_string()));
+            let payee = Uuid::from_u128(3).to_string();
+            assert!(matches!(&seen.recipient, Some(policy_0_2::Recipient::Wallet(id)) if *id == payee));
+        }
+        let capture = posting(&intent(Kind::Capture));
+        assert_eq!((capture.kind, capture.hold), (PostingKind::Capture, Some(Uuid::from_u128(4).to_string())));
+        assert_eq!(posting(&intent(Kind::Hold)).kind, PostingKind::Hold);
+        let kinds =
+            [(Kind::Deposit, policy_0_1::PostingKind::Deposit), (Kind::Refund, policy_0_1::PostingKind::Refund)];
+        for (kind, seen) in kinds {
+            assert_eq!(posting_0_1(&posting(&intent(kind))).kind, seen);
+        }
+    }
+
+    #[test]
+    fn fees_are_charged_on_transfers_and_captures_and_ignored_on_a_hold_only_from_0_1_plugins() {
+        for contract in [Contract::V0_1, Contract::V0_2] {
+            for kind in [Kind::Transfer, Kind::Capture] {
+                assert_eq!(
+                    charged_fee(&intent(kind), contract, "0.30"),
+                    Ok(Decimal::new(30, 2)),
+                    "{kind:?} {contract:?}"
+                );
+            }
+            assert!(charged_fee(&intent(Kind::Deposit), contract, "0.30").is_err(), "{contract:?}");
+            assert!(charged_fee(&intent(Kind::Capture), contract, "0.001").is_err(), "{contract:?}");
+        }
+        assert_eq!(charged_fee(&intent(Kind::Hold), Contract::V0_1, "0.30"), Ok(Decimal::ZERO));
+        assert_eq!(charged_fee(&intent(Kind::Hold), Contract::V0_2, "0.30"), Err("a fee on a Hold".into()));
+    }
 }

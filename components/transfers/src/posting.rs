@@ -2,11 +2,34 @@
 //! serialization failure or deadlock (the call changed nothing then), and turning its
 //! result into the response — the same status and body on a replay.
 
+use rust_decimal::Decimal;
+use serde::Deserialize;
 use wasmpay_common::{
     db::{self, Db, DbError, Param, Query},
-    http::Response,
-    problem::Problem,
+    http::{self, Request, Response},
+    money::parse_amount,
+    problem::{FieldError, Problem},
 };
+
+#[derive(Deserialize)]
+struct PartBody {
+    #[serde(default)]
+    amount: Option<String>,
+}
+
+/// The `amount` of a request that may take part of something (a refund of a transfer, a
+/// capture of a hold): none, with no body or no `amount`, asks for all that is left.
+pub fn part_amount(request: &Request) -> Result<Option<Decimal>, Problem> {
+    if request.body().is_empty() {
+        return Ok(None);
+    }
+    let body: PartBody = http::json_body(request)?;
+    match body.amount.as_deref().map(parse_amount) {
+        Some(Ok(amount)) => Ok(Some(amount)),
+        Some(Err(e)) => Err(FieldError::new("amount", e.to_string()).into()),
+        None => Ok(None),
+    }
+}
 
 /// Attempts of one posting when Postgres asks for a retry.
 const MAX_ATTEMPTS: usize = 3;
@@ -87,7 +110,7 @@ fn refused(status: i32, slug: &str) -> Result<Problem, DbError> {
         "insufficient-funds" => (
             "insufficient-funds",
             "Insufficient funds",
-            "the wallet's balance is lower than the amount",
+            "the wallet's available balance (its balance less its active holds) is lower than the amount",
         ),
         "amount-too-precise" => (
             "amount-too-precise",
@@ -109,6 +132,27 @@ fn refused(status: i32, slug: &str) -> Result<Problem, DbError> {
             "refund-exceeds-transfer",
             "Refund exceeds transfer",
             "refunds of a transfer cannot exceed what is left of it",
+        ),
+        "hold-not-found" => (
+            "hold-not-found",
+            "Hold not found",
+            "neither of your wallets takes part in a hold with this id",
+        ),
+        "capture-by-payee-only" => (
+            "capture-by-payee-only",
+            "Only the payee captures",
+            "a hold is captured by the owner of the wallet it is in favour of; the payer can void it",
+        ),
+        "hold-not-active" => (
+            "hold-not-active",
+            "Hold not active",
+            "the hold was already captured or voided",
+        ),
+        "hold-expired" => ("hold-expired", "Hold expired", "the hold expired and its money is free again"),
+        "capture-exceeds-hold" => (
+            "capture-exceeds-hold",
+            "Capture exceeds hold",
+            "a capture takes more than zero and at most the amount held",
         ),
         "idempotency-key-reused" => (
             "idempotency-key-reused",

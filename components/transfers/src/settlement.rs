@@ -97,6 +97,7 @@ async fn settle(request: &Request, direction: Direction) -> Result<Response, Pro
         wallet: Some(account),
         recipient: None,
         refund_of: None,
+        hold: None,
     })
     .await?;
     let print = fingerprint(

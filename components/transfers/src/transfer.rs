@@ -22,7 +22,7 @@ use crate::{
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TransferBody {
+pub(crate) struct TransferBody {
     #[serde(default)]
     from_account_id: Option<String>,
     #[serde(default)]
@@ -37,16 +37,69 @@ struct TransferBody {
     description: Option<String>,
 }
 
-enum Recipient {
+pub(crate) enum Recipient {
     Account(Uuid),
     Email(Email),
 }
 
-struct Transfer {
-    from: Uuid,
-    to: Recipient,
-    money: Money,
-    description: Option<String>,
+/// Money to move from one of the caller's wallets to someone: a transfer, or the hold that
+/// announces one.
+pub(crate) struct Transfer {
+    pub(crate) from: Uuid,
+    pub(crate) to: Recipient,
+    pub(crate) money: Money,
+    pub(crate) description: Option<String>,
+}
+
+impl Transfer {
+    /// Refuses a transfer to the wallet it comes from, before anything else is asked.
+    pub(crate) fn check_distinct(&self) -> Result<(), Problem> {
+        match self.to {
+            Recipient::Account(to) if to == self.from => {
+                Err(Problem::unprocessable("same-account", "Same wallet", "a transfer needs two different wallets"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The posting the policies are asked about, as `kind`.
+    pub(crate) fn intent(&self, kind: Kind, initiator: Uuid) -> Intent<'_> {
+        Intent {
+            kind,
+            amount: Some(self.money.amount()),
+            currency: Some(self.money.currency()),
+            initiator,
+            wallet: Some(self.from),
+            recipient: Some(match &self.to {
+                Recipient::Account(id) => policy::Recipient::Wallet(*id),
+                Recipient::Email(email) => policy::Recipient::Email(email),
+            }),
+            refund_of: None,
+            hold: None,
+        }
+    }
+
+    /// The recipient as the ledger functions take it: a wallet id, or an e-mail key.
+    pub(crate) fn recipient_params(&self) -> (Param, Param) {
+        match &self.to {
+            Recipient::Account(id) => ((*id).into(), Param::DbNull),
+            Recipient::Email(email) => (Param::DbNull, email.key().into()),
+        }
+    }
+
+    /// The fields the request's fingerprint covers, normalised.
+    pub(crate) fn print_fields(&self) -> [String; 5] {
+        [
+            self.from.to_string(),
+            match &self.to {
+                Recipient::Account(id) => format!("account:{id}"),
+                Recipient::Email(email) => format!("email:{}", email.key()),
+            },
+            self.money.amount().normalize().to_string(),
+            self.money.currency().code().to_owned(),
+            self.description.clone().unwrap_or_default(),
+        ]
+    }
 }
 
 /// Longest description kept with a transfer.
@@ -66,8 +119,9 @@ pub fn parse_description(text: Option<String>) -> Result<Option<String>, FieldEr
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }
 
-fn parse(body: TransferBody) -> Result<Transfer, Problem> {
-    let mut errors = Vec::new();
+/// The transfer a body describes, or every field error in it, after `errors` the caller
+/// found in fields of its own.
+pub(crate) fn parse(body: TransferBody, mut errors: Vec<FieldError>) -> Result<Transfer, Problem> {
     let mut uuid = |field: &str, value: Option<String>| match value.map(|v| v.parse::<Uuid>()) {
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => {
@@ -136,45 +190,12 @@ fn parse(body: TransferBody) -> Result<Transfer, Problem> {
 pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(&request).await?;
     let key = IdempotencyKey::from_request(&request)?;
-    let transfer = parse(http::json_body(&request)?)?;
-    let currency = transfer.money.currency();
-    if let Recipient::Account(to) = transfer.to
-        && to == transfer.from
-    {
-        return Err(Problem::unprocessable("same-account", "Same wallet", "a transfer needs two different wallets"));
-    }
-    let terms = policy::terms(&Intent {
-        kind: Kind::Transfer,
-        amount: Some(transfer.money.amount()),
-        currency: Some(currency),
-        initiator: caller.user_id,
-        wallet: Some(transfer.from),
-        recipient: Some(match &transfer.to {
-            Recipient::Account(id) => policy::Recipient::Wallet(*id),
-            Recipient::Email(email) => policy::Recipient::Email(email),
-        }),
-        refund_of: None,
-    })
-    .await?;
-    let (to_account, to_email_key): (Param, Param) = match &transfer.to {
-        Recipient::Account(id) => ((*id).into(), Param::DbNull),
-        Recipient::Email(email) => (Param::DbNull, email.key().into()),
-    };
-    let recipient = match &transfer.to {
-        Recipient::Account(id) => format!("account:{id}"),
-        Recipient::Email(email) => format!("email:{}", email.key()),
-    };
-    let amount = transfer.money.amount().normalize().to_string();
-    let print = fingerprint(
-        "POST /transfers",
-        &[
-            &transfer.from.to_string(),
-            &recipient,
-            &amount,
-            currency.code(),
-            transfer.description.as_deref().unwrap_or_default(),
-        ],
-    );
+    let transfer = parse(http::json_body(&request)?, Vec::new())?;
+    transfer.check_distinct()?;
+    let terms = policy::terms(&transfer.intent(Kind::Transfer, caller.user_id)).await?;
+    let (to_account, to_email_key) = transfer.recipient_params();
+    let fields = transfer.print_fields();
+    let print = fingerprint("POST /transfers", &fields.each_ref().map(String::as_str));
     let db = Db::connect_as(&caller).await?;
     posting::run(
         &db,
@@ -190,7 +211,7 @@ pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
             transfer.from.into(),
             to_account,
             to_email_key,
-            currency.code().to_owned().into(),
+            transfer.money.currency().code().to_owned().into(),
             transfer.money.amount().into(),
             transfer.description.into(),
             db::jsonb(&terms)?,

@@ -2,7 +2,9 @@
 //! fixed part in major units, basis points of the amount, or both joined by '+'). The fee
 //! is rounded half-even to the currency's minor unit; a fee that rounds to zero is none.
 //! The sender pays it on top of the amount, and the ledger credits it to the currency's fee
-//! account. Deposits, withdrawals and refunds carry no fee.
+//! account. A capture is the transfer a hold becomes and pays the same fee on the amount
+//! captured; the hold itself only reserves money and pays none. Deposits, withdrawals and
+//! refunds carry no fee.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -10,7 +12,7 @@ extern crate alloc;
 
 use alloc::{format, string::String, vec::Vec};
 
-use wasmpay_policy::{Decimal, Decision, Guest, Posting, RoundingStrategy, Terms, amount, transfer_table};
+use wasmpay_policy::{Decimal, Decision, Guest, Posting, PostingKind, RoundingStrategy, Terms, amount, transfer_table};
 
 const SETTING: &str = "transfer_fees";
 const BASIS_POINTS_PER_UNIT: u32 = 10_000;
@@ -68,11 +70,15 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
         Ok(None) => return wasmpay_policy::allow(),
         Err(refusal) => return refusal,
     };
+    // A hold only reserves money: the transfer it announces pays its fee when captured.
+    if posting.kind == PostingKind::Hold {
+        return wasmpay_policy::allow();
+    }
     let mut terms = Terms {
         fee: None,
         requirements: Vec::new(),
     };
-    // A transfer always names its currency and amount.
+    // A transfer and a capture always name their currency and amount.
     if let (Some(currency), Some(moved)) = (&posting.currency, posting.amount.as_deref().and_then(amount))
         && let Some(fee) = fees.for_currency(&currency.code)
     {
@@ -86,7 +92,7 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
 
 #[cfg(test)]
 mod tests {
-    use wasmpay_policy::{Currency, PostingKind};
+    use wasmpay_policy::Currency;
 
     use super::*;
 
@@ -99,6 +105,7 @@ mod tests {
             wallet: Some("0190a8a8-0000-7000-8000-000000000002".into()),
             recipient: None,
             refund_of: None,
+            hold: None,
         }
     }
 
@@ -121,13 +128,17 @@ mod tests {
     }
 
     #[test]
-    fn only_transfers_pay_and_bad_settings_stop_postings() {
-        let mut deposit = transfer("100", "USD", 2);
-        deposit.kind = PostingKind::Deposit;
-        assert_eq!(fee_of(&deposit, "*=1"), None);
+    fn only_transfers_and_captures_pay_and_bad_settings_stop_postings() {
+        let posting = |kind| Posting { kind, ..transfer("100", "USD", 2) };
+        assert_eq!(fee_of(&posting(PostingKind::Capture), "USD=0.30+25bp").as_deref(), Some("0.55"));
+        for kind in [PostingKind::Hold, PostingKind::Deposit, PostingKind::Withdrawal, PostingKind::Refund] {
+            assert_eq!(fee_of(&posting(kind), "*=1"), None, "{kind:?}");
+        }
         for bad in ["USD=-1", "USD=x", "USD=1+2+xbp"] {
-            let decision = decide(&transfer("1", "USD", 2), &[(SETTING.into(), bad.into())]);
-            assert!(matches!(decision, Decision::Refuse(ref r) if r.status == 503), "{bad}");
+            for kind in [PostingKind::Transfer, PostingKind::Hold, PostingKind::Capture] {
+                let decision = decide(&posting(kind), &[(SETTING.into(), bad.into())]);
+                assert!(matches!(decision, Decision::Refuse(ref r) if r.status == 503), "{bad} {kind:?}");
+            }
         }
     }
 }

@@ -1,30 +1,21 @@
-//! The shared half of wasmpay's Rust policy plugins.
+//! The shared half of wasmpay's Rust policy plugins, for the current plugin contract,
+//! `wasmpay:policy@0.2.0`.
 //!
 //! A plugin crate implements [`Guest`] and calls [`export!`]; built for `wasm32-wasip2` it
-//! becomes a component that exports `wasmpay:policy/policy@0.1.0` and imports nothing: on
-//! wasm this crate is `no_std` (no WASI-backed standard library), brings its own allocator
-//! and turns a panic into a trap. Natively it is an ordinary crate, so plugin rules are
-//! unit-tested with `cargo test`.
-//!
-//! # Memory
-//!
-//! Spin instantiates every plugin for every request, and resets each instance's linear
-//! memory when the request ends: a plugin's memory is paid for per posting, page by page.
-//! A plugin's `build.rs` asks for a 16 KiB stack (`cargo::rustc-link-arg-cdylib=-zstack-size=16384`)
-//! instead of the linker's 1 MiB, which a rule that parses a setting and compares two
-//! decimals never comes near; the stack comes first, so an overflow traps instead of
-//! overwriting data. Stack, data and a posting's allocations then fit in the one 64 KiB
-//! page the module declares, and the allocator never grows memory for them. Measured under
-//! Spin with three plugins: 17 pages each cost 23 % of `POST /transfers` throughput, 2
-//! pages (a 64 KiB stack) 0.28 ms of Spin's CPU per request, 1 page 0.09 ms.
+//! becomes a component that exports `wasmpay:policy/policy@0.2.0` and imports nothing: on
+//! wasm this crate is `no_std` (no WASI-backed standard library) and links
+//! `wasmpay-policy-runtime`, which brings the allocator and turns a panic into a trap (its
+//! docs, "Memory", say why a plugin's `build.rs` asks for a 16 KiB stack). Natively it is an
+//! ordinary crate, so plugin rules are unit-tested with `cargo test`.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 
-#[cfg(target_arch = "wasm32")]
-mod runtime;
 mod table;
+
+#[cfg(target_arch = "wasm32")]
+use wasmpay_policy_runtime as _;
 
 pub use rust_decimal::{Decimal, RoundingStrategy};
 pub use table::{CurrencyTable, TableError, positive_amount};
@@ -37,7 +28,7 @@ wit_bindgen::generate!({
     default_bindings_module: "wasmpay_policy",
 });
 
-pub use exports::wasmpay::policy::policy::{
+pub use exports::wasmpay::policy0_2_0::policy::{
     Ceiling, Condition, Currency, Decision, Guest, Posting, PostingKind, Recipient, Refusal, Requirement, Terms,
 };
 
@@ -71,15 +62,24 @@ pub fn table<T>(
         .transpose()
 }
 
-/// For a transfer, the operator's table `name` (as [`table`]); `Ok(None)` for any other
-/// posting: for rules that apply to transfers only.
+impl PostingKind {
+    /// Whether the posting is a transfer between two users' wallets, the hold that announces
+    /// one or the capture that makes one: rules on transfers apply to all three.
+    pub fn is_transfer(self) -> bool {
+        matches!(self, PostingKind::Transfer | PostingKind::Hold | PostingKind::Capture)
+    }
+}
+
+/// For a transfer, a hold or a capture ([`PostingKind::is_transfer`]), the operator's table
+/// `name` (as [`table`]); `Ok(None)` for any other posting: for rules that apply to
+/// transfers only.
 pub fn transfer_table<T>(
     posting: &Posting,
     settings: &[(alloc::string::String, alloc::string::String)],
     name: &str,
     value: impl Fn(&str) -> Result<T, alloc::string::String>,
 ) -> Result<Option<CurrencyTable<T>>, Decision> {
-    if posting.kind != PostingKind::Transfer {
+    if !posting.kind.is_transfer() {
         return Ok(None);
     }
     table(settings, name, value)

@@ -4,6 +4,10 @@
 //!   in major units, comma-separated, "*" for the other currencies);
 //! - sending money (a transfer or a refund) needs a verified e-mail address.
 //!
+//! A hold and a capture obey the transfer rules: a hold announces a transfer of its amount
+//! and a capture is one, so neither may exceed `max_transfer_amount` and the payer's e-mail
+//! address must be verified for both.
+//!
 //! A transfer names its currency, so its limit is checked here; a deposit's or
 //! withdrawal's currency is its wallet's, so their limits go to the ledger as ceilings.
 
@@ -30,7 +34,7 @@ wasmpay_policy::export!(Standard);
 
 fn limit_setting(kind: PostingKind) -> Option<&'static str> {
     match kind {
-        PostingKind::Transfer => Some("max_transfer_amount"),
+        PostingKind::Transfer | PostingKind::Hold | PostingKind::Capture => Some("max_transfer_amount"),
         PostingKind::Deposit => Some("max_deposit_amount"),
         PostingKind::Withdrawal => Some("max_withdrawal_amount"),
         PostingKind::Refund => None,
@@ -68,7 +72,7 @@ pub fn decide(posting: &Posting, settings: &[(String, String)]) -> Decision {
             })),
         }
     }
-    if matches!(posting.kind, PostingKind::Transfer | PostingKind::Refund) {
+    if posting.kind.is_transfer() || posting.kind == PostingKind::Refund {
         requirements.push(Requirement {
             condition: Condition::VerifiedInitiator,
             refusal: Refusal::new(403, "email-not-verified", "E-mail not verified", "verify your e-mail address before moving money"),
@@ -92,6 +96,7 @@ mod tests {
             wallet: Some("0190a8a8-0000-7000-8000-000000000002".into()),
             recipient: None,
             refund_of: None,
+            hold: None,
         }
     }
 
@@ -112,6 +117,25 @@ mod tests {
         };
         assert!(terms.fee.is_none());
         assert!(matches!(terms.requirements.as_slice(), [Requirement { condition: Condition::VerifiedInitiator, .. }]));
+    }
+
+    #[test]
+    fn a_hold_and_a_capture_obey_the_transfer_rules() {
+        let settings = settings(&[("max_transfer_amount", "USD=100"), ("max_deposit_amount", "USD=1")]);
+        for kind in [PostingKind::Hold, PostingKind::Capture] {
+            let Decision::Refuse(refusal) = decide(&posting(kind, "100.01", Some("USD")), &settings) else {
+                panic!("{kind:?} above the transfer limit not refused");
+            };
+            assert_eq!(refusal.slug, "amount-above-limit", "{kind:?}");
+            let Decision::Allow(terms) = decide(&posting(kind, "100", Some("USD")), &settings) else {
+                panic!("{kind:?} within the transfer limit refused");
+            };
+            assert!(
+                matches!(terms.requirements.as_slice(), [Requirement { condition: Condition::VerifiedInitiator, .. }]),
+                "{kind:?}: {:?}",
+                terms.requirements
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! The plugin cannot see past transfers: it hands the ceiling to the ledger, which counts
 //! the wallet's transfers of the window under the wallet's row lock, so racing transfers
 //! from one wallet are checked one after another and never both slip past the limit.
+//!
+//! A hold and a capture count like transfers: placing a hold is checked as the transfer it
+//! announces, and a capture is the payer's transfer, checked against the payer's window.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -109,6 +112,7 @@ mod tests {
             wallet: Some("0190a8a8-0000-7000-8000-000000000002".into()),
             recipient: None,
             refund_of: None,
+            hold: None,
         }
     }
 
@@ -134,6 +138,19 @@ mod tests {
         );
         assert_eq!(ceilings(&transfer("EUR"), "USD=10/5000, *=20/"), [(Some("EUR".into()), WINDOW_SECS, None, Some(20))]);
         assert_eq!(ceilings(&transfer("EUR"), "USD=/5000"), []);
+    }
+
+    #[test]
+    fn a_hold_and_a_capture_count_like_transfers_and_other_postings_do_not() {
+        let table = "USD=10/5000";
+        let expected = ceilings(&transfer("USD"), table);
+        assert_eq!(expected.len(), 1);
+        for kind in [PostingKind::Hold, PostingKind::Capture] {
+            assert_eq!(ceilings(&Posting { kind, ..transfer("USD") }, table), expected, "{kind:?}");
+        }
+        for kind in [PostingKind::Deposit, PostingKind::Withdrawal, PostingKind::Refund] {
+            assert_eq!(ceilings(&Posting { kind, ..transfer("USD") }, table), [], "{kind:?}");
+        }
     }
 
     #[test]

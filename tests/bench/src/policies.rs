@@ -2,10 +2,13 @@
 //! builds of this checkout serve the same load on the same database, in alternating rounds:
 //!
 //! - shipped: transfers.wasm composed with the standard plugin and the idle fees and
-//!   velocity plugins in its three slots (the default manifest): the standard one asks the
-//!   ledger to check the sender's verified e-mail;
-//! - allow-all: the same transfers.wasm with `tests/plugins/misbehaving` in every slot, which
-//!   allows the bench's amounts (0.01 to 1.00) with no fee and no requirement.
+//!   velocity plugins in its three 0.2.0 slots and `policies/pass` in its 0.1.0
+//!   compatibility slot (the default manifest): the standard one asks the ledger to check
+//!   the sender's verified e-mail;
+//! - allow-all: the same transfers.wasm with `tests/plugins/misbehaving` in every 0.2.0 slot,
+//!   which allows the bench's amounts (0.01 to 1.00) with no fee and no requirement, and
+//!   `policies/pass`, which allows everything, still in the compatibility slot (a 0.2.0
+//!   plugin cannot fill it).
 //!
 //! The difference is everything the rules cost: three plugin calls per posting, their
 //! answers checked, and the requirement the ledger checks under the wallet locks. (Until
@@ -68,8 +71,12 @@ pub async fn run(seconds: u64, rounds: u32, runtime: Runtime) -> anyhow::Result<
         manifest: paths::repo_root().join("spin.toml"),
         component_sources: paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect(),
         dependency_sources: paths::policy_slot_sources()
-            .into_keys()
-            .map(|slot| (slot, paths::policy("policy-misbehaving")))
+            .into_iter()
+            .map(|(slot, shipped)| {
+                let allow_all =
+                    if slot.1 == paths::COMPATIBILITY_SLOT { shipped } else { paths::policy("policy-misbehaving") };
+                (slot, allow_all)
+            })
             .collect(),
         instance_flags: spin::instance_flags(),
     };

@@ -31,6 +31,7 @@ DOCUMENTED_OUTCOMES = {
     "same-account",
     "not-refundable",
     "refund-exceeds-transfer",
+    "capture-exceeds-hold",
     "idempotency-key-reused",
 }
 
@@ -42,10 +43,12 @@ DOCUMENTED_RULES = {
     ("POST /auth/register", "password"): re.compile(r"must be at most 72 bytes\b.*"),
     ("POST /auth/register", "email"): EMAIL_SYNTAX,
     ("POST /transfers", "toEmail"): EMAIL_SYNTAX,
+    ("POST /holds", "toEmail"): EMAIL_SYNTAX,
     ("POST /users/me/password", "newPassword"): re.compile(
         r"must differ from the current password|must be at most 72 bytes\b.*"
     ),
     ("POST /transfers", "amount"): re.compile(r"[A-Z]{3} allows at most [0-9] decimal places"),
+    ("POST /holds", "amount"): re.compile(r"[A-Z]{3} allows at most [0-9] decimal places"),
     ("GET /accounts/{id}/transactions", "to"): re.compile(r"must be after from"),
 }
 

@@ -2,8 +2,10 @@
 //! composes them: with wac-graph, each dependency instantiated once and plugged into the
 //! imports its key names (a plain name, an interface `ns:pkg/iface@ver`, or every import
 //! of a package `ns:pkg@ver`), through its export of the same name or the one `export`
-//! names, type-checked structurally. What the main component and its dependencies import
-//! besides stays an import of the composition and is linked by the host.
+//! names, type-checked structurally. Each is registered in the graph under its key's
+//! package (or its plain name), so two keys of one package are refused as Spin refuses
+//! them. What the main component and its dependencies import besides stays an import of
+//! the composition and is linked by the host.
 //!
 //! A dependency runs without the component's configuration (this host, like wasmpay, does
 //! not support `inherit_configuration`). Spin lets such a dependency import a capability
@@ -55,6 +57,12 @@ fn split_name(name: &str) -> (&str, Option<&str>, Option<&str>) {
         Some((package, interface)) => (package, Some(interface), version),
         None => (path, None, version),
     }
+}
+
+/// The name Spin registers a dependency under in its composition graph: the package a key
+/// names (`wasmpay:policy` for `wasmpay:policy/policy@0.1.0`), or the plain name.
+fn registered_name(key: &str) -> &str {
+    if key.contains(':') { split_name(key).0 } else { key }
 }
 
 /// Whether the dependency key `key` names the import `import`.
@@ -115,22 +123,24 @@ fn check_package_imports(component: &str, dependency: &Dependency, graph: &Compo
 pub fn compose(component: &str, main: &Path, dependencies: &[Dependency]) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(main).with_context(|| format!("cannot read component {}", main.display()))?;
     let mut graph = CompositionGraph::new();
-    let main_package = Package::from_bytes("wasmpay:main", None, bytes, graph.types_mut())?;
+    let main_package = Package::from_bytes(component, None, bytes, graph.types_mut())?;
     let main_world = main_package.ty();
     let main_id = graph.register_package(main_package)?;
     let main_instance = graph.instantiate(main_id);
     let imports: Vec<String> = graph.types()[main_world].imports.keys().cloned().collect();
     let mut plugged: Vec<(&str, &str)> = Vec::new();
-    for (number, dependency) in dependencies.iter().enumerate() {
+    for dependency in dependencies {
         let key = dependency.key.as_str();
         let matched: Vec<&String> = imports.iter().filter(|import| key_matches(key, import)).collect();
         if matched.is_empty() {
             bail!("dependency '{key}' doesn't match any imports of component '{component}'");
         }
-        let package = load(&mut graph, &format!("wasmpay:dependency{number}"), dependency)?;
+        let package = load(&mut graph, registered_name(key), dependency)?;
         check_package_imports(component, dependency, &graph, &package)?;
         let exports: Vec<String> = graph.types()[package.ty()].exports.keys().cloned().collect();
-        let package_id = graph.register_package(package)?;
+        let package_id = graph
+            .register_package(package)
+            .with_context(|| format!("dependency '{key}' of component '{component}' cannot be composed"))?;
         let instance = graph.instantiate(package_id);
         for import in matched {
             if let Some((other, _)) = plugged.iter().find(|(_, plugged_import)| *plugged_import == import.as_str()) {
@@ -171,5 +181,62 @@ mod tests {
         }
         assert!(key_matches("second-policy", "second-policy"));
         assert!(!key_matches("second-policy", "third-policy"));
+    }
+
+    /// A component importing `evaluate` from two versions of `wasmpay:policy` and from a
+    /// plain-named slot, and a dependency exporting the interface of one version.
+    fn components(dir: &Path) -> (PathBuf, [PathBuf; 2]) {
+        let engine = r#"(component
+            (import "wasmpay:policy/policy@0.1.0" (instance (export "evaluate" (func))))
+            (import "wasmpay:policy/policy@0.2.0" (instance (export "evaluate" (func))))
+            (import "first-policy" (instance (export "evaluate" (func))))
+        )"#;
+        let plugin = |version: &str| {
+            format!(
+                r#"(component
+                    (core module $m (func (export "evaluate")))
+                    (core instance $i (instantiate $m))
+                    (func $evaluate (canon lift (core func $i "evaluate")))
+                    (instance $policy (export "evaluate" (func $evaluate)))
+                    (export "wasmpay:policy/policy@{version}" (instance $policy))
+                )"#
+            )
+        };
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, wat::parse_str(text).unwrap()).unwrap();
+            path
+        };
+        (
+            write("engine.wasm", engine),
+            [write("plugin-0.1.wasm", &plugin("0.1.0")), write("plugin-0.2.wasm", &plugin("0.2.0"))],
+        )
+    }
+
+    #[test]
+    fn two_keys_of_one_package_are_refused_as_spin_refuses_them() {
+        let dir = std::env::temp_dir().join(format!("wasmpay-host-dependencies-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (engine, [old, new]) = components(&dir);
+        let dependency = |key: &str, source: &PathBuf, export: Option<&str>| Dependency {
+            key: key.into(),
+            source: source.clone(),
+            export: export.map(Into::into),
+        };
+        let both_by_package = [
+            dependency("wasmpay:policy/policy@0.1.0", &old, None),
+            dependency("wasmpay:policy/policy@0.2.0", &new, None),
+            dependency("first-policy", &new, Some("wasmpay:policy/policy@0.2.0")),
+        ];
+        let refused = compose("engine", &engine, &both_by_package).unwrap_err();
+        let message = format!("{refused:#}");
+        assert!(message.contains("package `wasmpay:policy` has already been registered"), "{message}");
+        let one_by_package = [
+            dependency("wasmpay:policy/policy@0.1.0", &old, None),
+            dependency("first-policy", &new, Some("wasmpay:policy/policy@0.2.0")),
+        ];
+        let composed = compose("engine", &engine, &one_by_package);
+        std::fs::remove_dir_all(&dir).unwrap();
+        composed.expect("one key per package composes");
     }
 }

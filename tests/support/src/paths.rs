@@ -8,19 +8,25 @@ use std::path::PathBuf;
 pub const COMPONENTS: [&str; 4] = ["identity", "accounts", "transfers", "web"];
 
 /// The policy plugins written in Rust (`policies/`), cargo packages built for wasm32-wasip2
-/// with the components; each file is named after its package (`policy_fees.wasm`).
-pub const RUST_POLICIES: [&str; 3] = ["policy-standard", "policy-fees", "policy-velocity"];
+/// with the components; each file is named after its package (`policy_fees.wasm`). All but
+/// `policy-pass` speak the current contract, wasmpay:policy@0.2.0; it speaks 0.1.0.
+pub const RUST_POLICIES: [&str; 4] = ["policy-standard", "policy-fees", "policy-velocity", "policy-pass"];
 
 /// Policy plugins that misbehave on purpose, for the tests (`tests/plugins/`): one built
 /// as the Rust policies are, and one importing Spin capabilities, built as the components.
 pub const TEST_POLICIES: [&str; 2] = ["policy-misbehaving", "policy-nosy"];
 
 /// `spin.toml`'s policy slots of the transfers component: dependency key and plugin package.
-pub const POLICY_SLOTS: [(&str, &str); 3] = [
-    ("wasmpay:policy/policy@0.1.0", "policy-standard"),
+pub const POLICY_SLOTS: [(&str, &str); 4] = [
+    ("first-policy", "policy-standard"),
     ("second-policy", "policy-fees"),
     ("third-policy", "policy-velocity"),
+    (COMPATIBILITY_SLOT, "policy-pass"),
 ];
+
+/// The slot of the transfers component for a plugin built against contract 0.1.0
+/// (`wit/deps/policy@0.1.0`); the other slots speak 0.2.0.
+pub const COMPATIBILITY_SLOT: &str = "wasmpay:policy/policy@0.1.0";
 
 /// The files of `spin.toml`'s policy slots as this build made them, by (component, key):
 /// what `HostConfig::dependency_sources` and `SpinUp::dependency_sources` take.

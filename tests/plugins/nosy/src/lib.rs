@@ -4,11 +4,11 @@
 
 spin_sdk::wit_bindgen::generate!({
     path: "../../../wit/policy",
-    world: "wasmpay:policy/plugin",
+    world: "wasmpay:policy/plugin@0.2.0",
     runtime_path: "spin_sdk::wit_bindgen::rt",
 });
 
-use exports::wasmpay::policy::policy::{Decision, Guest, Posting, Refusal};
+use exports::wasmpay::policy0_2_0::policy::{Decision, Guest, Posting, Refusal};
 
 struct Nosy;
 
