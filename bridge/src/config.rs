@@ -217,6 +217,13 @@ pub struct RelayArgs {
     /// How often the leader prunes published rows and expired idempotency keys (seconds).
     #[arg(long, env = "PRUNE_INTERVAL_SECS", default_value_t = 60)]
     pub prune_interval_secs: u64,
+    /// How often the leader marks holds past their expiry as expired, announcing each with
+    /// a `hold.expired` event (seconds, 1 to 3600). The money of an expired hold is free from
+    /// its expiry on whatever this says: it only bounds how late the event and its
+    /// notification come.
+    #[arg(long, env = "HOLD_SWEEP_INTERVAL_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub hold_sweep_interval_secs: u64,
 }
 
 impl RelayArgs {
@@ -226,6 +233,10 @@ impl RelayArgs {
 
     pub fn leader_retry(&self) -> Duration {
         Duration::from_millis(self.relay_leader_retry_ms)
+    }
+
+    pub fn hold_sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.hold_sweep_interval_secs)
     }
 }
 
@@ -246,7 +257,8 @@ pub struct NotifyArgs {
     pub verification_url_template: String,
     /// Novu workflow ids by notification: `transfer-sent=my-id,…` overrides the defaults
     /// (email-verification, transfer-sent, transfer-received, deposit-received,
-    /// withdrawal-completed, transfer-refunded, password-changed).
+    /// withdrawal-completed, transfer-refunded, password-changed, hold-placed,
+    /// hold-captured, hold-voided, hold-expired).
     #[arg(long, env = "NOVU_WORKFLOWS", default_value = "")]
     pub novu_workflows: String,
     /// Kafka consumer group of the notifier.
@@ -293,7 +305,7 @@ pub fn parse_event_keys(text: &str) -> anyhow::Result<Vec<Key>> {
 }
 
 /// The notifications the notifier sends, by their default workflow id.
-pub const WORKFLOWS: [&str; 7] = [
+pub const WORKFLOWS: [&str; 11] = [
     "email-verification",
     "transfer-sent",
     "transfer-received",
@@ -301,6 +313,10 @@ pub const WORKFLOWS: [&str; 7] = [
     "withdrawal-completed",
     "transfer-refunded",
     "password-changed",
+    "hold-placed",
+    "hold-captured",
+    "hold-voided",
+    "hold-expired",
 ];
 
 /// The workflow id of each notification, defaults overridden by `overrides`.
@@ -396,11 +412,30 @@ pub(crate) mod tests {
         assert!(!format!("{args:?}").contains("hunter2-secret"));
     }
 
+    #[derive(Parser)]
+    struct Relay {
+        #[command(flatten)]
+        args: RelayArgs,
+    }
+
+    #[test]
+    fn holds_are_swept_every_few_seconds_and_at_least_hourly() {
+        let interval = |flags: &[&str]| {
+            Relay::try_parse_from(std::iter::once("bridge").chain(flags.iter().copied())).map(|relay| relay.args.hold_sweep_interval())
+        };
+        assert_eq!(interval(&[]).unwrap(), Duration::from_secs(5));
+        assert_eq!(interval(&["--hold-sweep-interval-secs", "1"]).unwrap(), Duration::from_secs(1));
+        assert_eq!(interval(&["--hold-sweep-interval-secs", "3600"]).unwrap(), Duration::from_secs(3_600));
+        assert!(interval(&["--hold-sweep-interval-secs", "0"]).is_err(), "back-to-back sweeps");
+        assert!(interval(&["--hold-sweep-interval-secs", "3601"]).is_err());
+    }
+
     #[test]
     fn workflows_default_to_their_names_and_can_be_renamed() {
         let workflows = parse_workflows("transfer-sent = money-out").unwrap();
         assert_eq!(workflows["transfer-sent"], "money-out");
         assert_eq!(workflows["email-verification"], "email-verification");
+        assert_eq!(parse_workflows("hold-expired=hold-lapsed").unwrap()["hold-expired"], "hold-lapsed");
         assert!(parse_workflows("no-such=thing").is_err());
         assert!(parse_workflows("transfer-sent").is_err());
     }

@@ -1,7 +1,8 @@
 //! `bridge`: the native process beside the Spin components.
 //!
 //! - `migrate`: apply the database migrations and exit.
-//! - `relay`: publish the outbox to Kafka (one active relay per database).
+//! - `relay`: publish the outbox to Kafka (one active relay per database, which also
+//!   marks expired holds expired).
 //! - `notify`: turn events from Kafka into Novu notifications.
 //! - `run`: migrate, then relay and notify in one process.
 //! - `healthcheck`: exit 0 when the bridge at `OPS_LISTEN` answers `/healthz` (the
@@ -15,6 +16,7 @@ mod migrate;
 mod notify;
 mod ops;
 mod relay;
+mod sweeper;
 
 use std::{io::IsTerminal, process::ExitCode, sync::Arc, time::Duration};
 
@@ -41,7 +43,7 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
-    /// Publish the transactional outbox to Kafka.
+    /// Publish the transactional outbox to Kafka (the leader also marks expired holds).
     Relay {
         #[command(flatten)]
         database: DatabaseArgs,

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub relay_leader: Gauge,
     pub events_relayed: Counter,
     pub relay_failures: Counter,
+    pub holds_expired: Counter,
+    pub hold_sweep_failures: Counter,
     pub notifications_sent: Family<WorkflowLabel, Counter>,
     pub notifications_retried: Family<WorkflowLabel, Counter>,
     pub notifications_dead_lettered: Family<WorkflowLabel, Counter>,
@@ -44,6 +46,8 @@ impl Metrics {
             relay_leader: Gauge::default(),
             events_relayed: Counter::default(),
             relay_failures: Counter::default(),
+            holds_expired: Counter::default(),
+            hold_sweep_failures: Counter::default(),
             notifications_sent: Family::default(),
             notifications_retried: Family::default(),
             notifications_dead_lettered: Family::default(),
@@ -68,6 +72,8 @@ impl Metrics {
         registry.register("relay_leader", "1 while this process is the active relay", self.relay_leader.clone());
         registry.register("events_relayed", "Events the broker acknowledged", self.events_relayed.clone());
         registry.register("relay_failures", "Batches that failed and will be retried", self.relay_failures.clone());
+        registry.register("holds_expired", "Holds the sweeper marked expired, each with its hold.expired event", self.holds_expired.clone());
+        registry.register("hold_sweep_failures", "Hold sweeps that failed and will be retried", self.hold_sweep_failures.clone());
         registry.register("notifications_sent", "Notifications Novu accepted (or printed)", self.notifications_sent.clone());
         registry.register("notifications_retried", "Retried Novu requests", self.notifications_retried.clone());
         registry.register(

@@ -23,6 +23,9 @@
 //! Acknowledged rows are marked on a second connection, without holding up the reads;
 //! every mark has landed before a read starts again from the lowest unpublished row, so
 //! no acknowledged row is sent twice for want of its mark.
+//!
+//! While it leads, the process also sweeps expired holds (`crate::sweeper`) on a connection
+//! of its own; the sweeper stops when the leadership ends, and its failures never end it.
 
 use std::{
     collections::VecDeque,
@@ -46,6 +49,7 @@ use crate::{
     db,
     kafka::{self, Outage, WatchedProducer},
     metrics::Metrics,
+    sweeper,
 };
 
 /// Advisory lock key of the relay leadership ("relay" in ASCII).
@@ -118,7 +122,11 @@ pub async fn run(
         };
         let outcome = async {
             let marker = marking_connection(database).await?;
-            lead(&leader, &marker, notifications, &mut producer, &settings).await
+            let sweeping = sweeper::sweep_while_leading(database, args.hold_sweep_interval(), &metrics);
+            tokio::select! {
+                led = lead(&leader, &marker, notifications, &mut producer, &settings) => led,
+                never = sweeping => match never {},
+            }
         }
         .await;
         metrics.relay_leader.set(0);

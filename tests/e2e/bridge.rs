@@ -1,6 +1,7 @@
 //! The bridge with a real broker (tansu) and the Novu stand-in: notifications end to end
-//! through the components, and the failure cases — relays killed mid-stream, two relays at
-//! once, the broker restarted, Novu throttling, failing or refusing.
+//! through the components, the hold sweeper, and the failure cases — relays killed
+//! mid-stream, two relays at once, the broker restarted, Novu throttling, failing or
+//! refusing, a sweep failing.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,8 +26,9 @@ use wasmpay_test_support::{
 
 use crate::{
     app::{EVENT_KEY, EVENT_KEY_ID, TestApp, client},
+    holds,
     money::{deposit, funded_wallet, transfer, wallet},
-    users::{register, unique_email, verified},
+    users::{User, register, unique_email, verified},
 };
 
 pub(crate) const NOVU_KEY: &str = "novu-test-secret";
@@ -588,4 +590,144 @@ async fn an_idle_relay_is_woken_by_the_next_commit_and_misses_none_while_it_fall
         .await;
     eventually(Duration::from_secs(5), "the relay listening again", || async { listening().await }).await;
     assert_eq!(published_once_or_more(&config, &ids).await, 0, "no relay crashed, so nothing was sent twice");
+}
+
+/// Places a hold of `amount` USD from `payer`'s wallet `from` to the wallet `to`; its id.
+async fn place_hold(app: &TestApp, payer: &User, from: &str, to: &str, amount: &str, expires_in_secs: u64) -> String {
+    let body = json!({
+        "fromAccountId": from, "toAccountId": to, "amount": amount, "currency": "USD", "expiresInSecs": expires_in_secs
+    });
+    let placed = holds::place(app, payer, &body).await;
+    placed.expect(201);
+    placed.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// The hold's status as the ledger stored it: the API reads a hold past its expiry as
+/// expired already, only the table says whether the sweeper marked it.
+async fn stored_status(app: &TestApp, hold: &str) -> String {
+    let sql = app.sql().await;
+    sql.query_one("SELECT status FROM ledger.holds WHERE id = $1::text::uuid", &[&hold]).await.unwrap().get(0)
+}
+
+/// Nothing captures or voids a hold with a one-second expiry: the running bridge's sweeper
+/// marks it expired, its one `hold.expired` event reaches Kafka once, and the payer is told;
+/// a hold not yet due stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_hold_is_swept_announced_once_and_the_payer_told() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    config.env = vec![("HOLD_SWEEP_INTERVAL_SECS".into(), "1".into())];
+    let bridge = config.spawn("run");
+    let alice = verified(&app, "alice-lapse").await;
+    let bob = verified(&app, "bob-lapse").await;
+    let from = funded_wallet(&app, &alice, "USD", "50").await;
+    let to = wallet(&app, &bob, "USD").await;
+    let lapsing = place_hold(&app, &alice, &from, &to, "20.00", 1).await;
+    let lasting = place_hold(&app, &alice, &from, &to, "10.00", 604_800).await;
+
+    eventually(Duration::from_secs(30), "the sweeper to mark the hold expired", || async {
+        stored_status(&app, &lapsing).await == "expired"
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the hold-expired notification", || {
+        let effects = novu.effects();
+        async move { effects.iter().any(|t| t.name == "hold-expired") }
+    })
+    .await;
+    let effects = novu.effects();
+    let expired: Vec<_> = effects.iter().filter(|t| t.name == "hold-expired").collect();
+    assert_eq!(expired.len(), 1, "one notification, to the payer only");
+    assert_eq!(expired[0].to["subscriberId"], alice.id.as_str());
+    assert_eq!(expired[0].payload["holdId"], lapsing.as_str());
+    assert_eq!(expired[0].payload["amount"], "20.00");
+    assert_eq!(expired[0].payload["payeeName"], "bob-lapse user");
+    assert_eq!(stored_status(&app, &lasting).await, "pending", "a hold not yet due is left alone");
+
+    eventually(Duration::from_secs(30), "the outbox to drain", || async { unpublished(&app).await == 0 }).await;
+    let ledger_events = crate::money::count(&app, "SELECT count(*) FROM outbox.events WHERE aggregate_type = 'ledger'").await;
+    let topics = vec![config.topic("ledger")];
+    let brokers = config.brokers.clone();
+    let seen = tokio::task::spawn_blocking(move || read_topics(&brokers, &topics, ledger_events as usize, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let announced: Vec<_> = seen
+        .values()
+        .filter(|(_, event_type, payload)| event_type == "hold.expired" && payload["holdId"] == lapsing.as_str())
+        .collect();
+    assert_eq!(announced.len(), 1, "one hold.expired event for the hold");
+    assert_eq!(announced[0].0, 1, "published once");
+    assert_eq!(bridge.metric("wasmpay_bridge_holds_expired_total").await, Some(1.0), "{}", bridge.log());
+}
+
+/// A hold placed and then captured tells the payer when it is placed, and both parties,
+/// after that, what the capture took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_hold_tells_the_payer_it_was_placed_and_both_parties_it_was_captured() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let _bridge = BridgeConfig::new(&app, kafka::shared().brokers(), &novu).spawn("run");
+    let alice = verified(&app, "alice-held").await;
+    let bob = verified(&app, "bob-held").await;
+    let from = funded_wallet(&app, &alice, "USD", "50").await;
+    let to = wallet(&app, &bob, "USD").await;
+    let hold = place_hold(&app, &alice, &from, &to, "30.00", 3_600).await;
+    holds::capture(&app, &bob, &hold, Some(&json!({ "amount": "25.00" }))).await.expect(201);
+
+    eventually(Duration::from_secs(30), "the hold-placed and both hold-captured notifications", || {
+        let effects = novu.effects();
+        async move { effects.iter().filter(|t| t.name == "hold-captured").count() == 2 }
+    })
+    .await;
+    let effects = novu.effects();
+    let held: Vec<_> = effects.iter().filter(|t| t.name.starts_with("hold-")).collect();
+    let told: Vec<(&str, &str)> = held.iter().map(|t| (t.name.as_str(), t.to["subscriberId"].as_str().unwrap())).collect();
+    // One hold's events share a key, so they are notified in order.
+    assert_eq!(told, [("hold-placed", alice.id.as_str()), ("hold-captured", alice.id.as_str()), ("hold-captured", bob.id.as_str())]);
+    assert_eq!(held[0].payload["payeeName"], "bob-held user");
+    assert_eq!(held[0].payload["amount"], "30.00");
+    for captured in &held[1..] {
+        assert_eq!(captured.payload["holdId"], hold.as_str());
+        assert_eq!(captured.payload["capturedAmount"], "25.00");
+        assert_eq!(captured.payload["releasedAmount"], "5.00");
+    }
+    assert_eq!(held[1].payload["payeeName"], "bob-held user");
+    assert_eq!(held[2].payload["payerName"], "alice-held user");
+}
+
+/// A sweep that fails — here the ledger function is gone for a while — is counted and
+/// retried at the next sweep, while the relay keeps its leadership and goes on publishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sweep_is_retried_and_holds_up_no_publishing() {
+    let app = TestApp::spawn().await;
+    let novu = NovuStandIn::start(NOVU_KEY).await.unwrap();
+    let mut config = BridgeConfig::new(&app, kafka::shared().brokers(), &novu);
+    config.env = vec![("HOLD_SWEEP_INTERVAL_SECS".into(), "1".into())];
+    let relay = config.spawn("relay");
+    let sql = app.sql().await;
+    sql.batch_execute("ALTER FUNCTION ledger.expire_holds(int) RENAME TO expire_holds_withheld").await.unwrap();
+    let alice = verified(&app, "alice-withheld").await;
+    let bob = verified(&app, "bob-withheld").await;
+    let from = funded_wallet(&app, &alice, "USD", "50").await;
+    let to = wallet(&app, &bob, "USD").await;
+    let hold = place_hold(&app, &alice, &from, &to, "20.00", 1).await;
+    let failed_before = relay.metric("wasmpay_bridge_hold_sweep_failures_total").await.unwrap_or(0.0);
+
+    eventually(Duration::from_secs(30), "sweeps failing after the hold fell due", || async {
+        relay.metric("wasmpay_bridge_hold_sweep_failures_total").await.unwrap_or(0.0) >= failed_before + 2.0
+    })
+    .await;
+    write_deposit_events(&app, 10, 10).await;
+    eventually(Duration::from_secs(30), "the relay to publish meanwhile", || async { unpublished(&app).await == 0 }).await;
+    assert!(!relay.log().contains("relay lost its leadership"), "{}", relay.log());
+    assert_eq!(relay.metric("wasmpay_bridge_relay_leader").await, Some(1.0));
+    assert_eq!(stored_status(&app, &hold).await, "pending");
+
+    sql.batch_execute("ALTER FUNCTION ledger.expire_holds_withheld(int) RENAME TO expire_holds").await.unwrap();
+    eventually(Duration::from_secs(30), "a later sweep to mark the hold expired", || async {
+        stored_status(&app, &hold).await == "expired"
+    })
+    .await;
+    eventually(Duration::from_secs(30), "its event published", || async { unpublished(&app).await == 0 }).await;
+    assert_eq!(relay.metric("wasmpay_bridge_holds_expired_total").await, Some(1.0), "{}", relay.log());
 }

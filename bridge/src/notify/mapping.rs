@@ -8,6 +8,10 @@
 //! | `deposit.completed` | `deposit-received` | the wallet's owner |
 //! | `withdrawal.completed` | `withdrawal-completed` | the wallet's owner |
 //! | `transfer.refunded` | `transfer-refunded` | the refunded sender |
+//! | `hold.placed` | `hold-placed` | the payer |
+//! | `hold.captured` | `hold-captured` | payer, payee |
+//! | `hold.voided` | `hold-voided` | payer, payee |
+//! | `hold.expired` | `hold-expired` | the payer |
 //!
 //! Other events (`user.verified`, `account.opened`, …) need no notification and are
 //! skipped. Each notification's `transactionId` is derived from the event id and the
@@ -137,8 +141,46 @@ pub fn notifications(event_id: &str, event_type: &str, payload: &Value, context:
             });
             vec![notify("transfer-refunded", refunded, payload)]
         }
+        "hold.placed" | "hold.expired" => {
+            let (payer, payee) = hold_parties(payload)?;
+            let kind = if event_type == "hold.placed" { "hold-placed" } else { "hold-expired" };
+            vec![notify(kind, payer, hold_payload(payload, &["expiresAt"], "payeeName", &payee))]
+        }
+        "hold.captured" | "hold.voided" => {
+            let (payer, payee) = hold_parties(payload)?;
+            let (kind, members): (&'static str, &[&str]) = if event_type == "hold.captured" {
+                ("hold-captured", &["transferId", "capturedAmount", "releasedAmount"])
+            } else {
+                ("hold-voided", &["voidedBy", "voidedAt"])
+            };
+            vec![
+                notify(kind, payer.clone(), hold_payload(payload, members, "payeeName", &payee)),
+                notify(kind, payee, hold_payload(payload, members, "payerName", &payer)),
+            ]
+        }
         _ => Vec::new(),
     })
+}
+
+/// The payer and the payee of a hold event.
+fn hold_parties(payload: &Value) -> Result<(Recipient, Recipient), MappingError> {
+    Ok((Recipient::from(&payload["payer"], "payer")?, Recipient::from(&payload["payee"], "payee")?))
+}
+
+/// What a hold notification says: the hold, the `members` its event adds, and the other
+/// party's name as `counterparty`.
+fn hold_payload(payload: &Value, members: &[&str], counterparty: &str, other: &Recipient) -> Value {
+    let mut said = json!({
+        "holdId": payload["holdId"],
+        "amount": payload["amount"],
+        "currency": payload["currency"],
+        "description": payload["description"],
+        counterparty: other.full_name,
+    });
+    for member in members {
+        said[*member] = payload[*member].clone();
+    }
+    said
 }
 
 #[cfg(test)]
@@ -200,6 +242,84 @@ mod tests {
         assert_eq!(first[1].payload["senderName"], "Sam Sender");
         assert_ne!(first[0].transaction_id, first[1].transaction_id);
         assert_eq!(first, again, "redelivery maps to the same transaction ids");
+    }
+
+    fn hold(added: Value) -> Value {
+        let mut payload = json!({
+            "holdId": "h1", "amount": "40.00", "currency": "EUR", "description": "Hotel deposit",
+            "expiresAt": "2026-12-01T10:00:00.000000Z",
+            "payer": party("p", "Paula Payer"), "payee": party("q", "Quentin Payee")
+        });
+        payload.as_object_mut().unwrap().extend(added.as_object().unwrap().clone());
+        payload
+    }
+
+    #[test]
+    fn a_hold_placed_or_expired_notifies_the_payer_only() {
+        for (event_type, kind) in [("hold.placed", "hold-placed"), ("hold.expired", "hold-expired")] {
+            let sent = map(event_type, &hold(json!({ "createdAt": "2026-11-24T10:00:00.000000Z" }))).unwrap();
+            assert_eq!(sent.len(), 1, "{event_type}");
+            assert_eq!(sent[0].kind, kind);
+            assert!(crate::config::WORKFLOWS.contains(&kind));
+            assert_eq!(sent[0].recipient.user_id, "p");
+            assert_eq!(
+                sent[0].payload,
+                json!({
+                    "holdId": "h1", "amount": "40.00", "currency": "EUR", "description": "Hotel deposit",
+                    "expiresAt": "2026-12-01T10:00:00.000000Z", "payeeName": "Quentin Payee"
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_captured_hold_notifies_both_parties_with_stable_distinct_ids() {
+        let payload = hold(json!({
+            "transferId": "t1", "capturedAmount": "30.00", "releasedAmount": "10.00", "fee": "0.30",
+            "createdAt": "2026-11-25T10:00:00.000000Z"
+        }));
+        let first = map("hold.captured", &payload).unwrap();
+        assert_eq!(first, map("hold.captured", &payload).unwrap(), "redelivery maps to the same transaction ids");
+        assert_eq!(first.iter().map(|n| (n.kind, n.recipient.user_id.as_str())).collect::<Vec<_>>(), [
+            ("hold-captured", "p"),
+            ("hold-captured", "q")
+        ]);
+        assert!(crate::config::WORKFLOWS.contains(&"hold-captured"));
+        assert_ne!(first[0].transaction_id, first[1].transaction_id);
+        assert_eq!(first[0].payload["payeeName"], "Quentin Payee");
+        assert_eq!(first[1].payload["payerName"], "Paula Payer");
+        for told in &first {
+            assert_eq!(told.payload["transferId"], "t1");
+            assert_eq!(told.payload["capturedAmount"], "30.00");
+            assert_eq!(told.payload["releasedAmount"], "10.00");
+            assert_eq!(told.payload["amount"], "40.00");
+        }
+    }
+
+    #[test]
+    fn a_voided_hold_notifies_both_parties_of_who_voided_it() {
+        let payload = hold(json!({ "voidedBy": "payee", "voidedAt": "2026-11-25T10:00:00.000000Z" }));
+        let sent = map("hold.voided", &payload).unwrap();
+        assert_eq!(sent.iter().map(|n| (n.kind, n.recipient.user_id.as_str())).collect::<Vec<_>>(), [
+            ("hold-voided", "p"),
+            ("hold-voided", "q")
+        ]);
+        assert!(crate::config::WORKFLOWS.contains(&"hold-voided"));
+        for told in &sent {
+            assert_eq!(told.payload["voidedBy"], "payee");
+            assert_eq!(told.payload["voidedAt"], "2026-11-25T10:00:00.000000Z");
+            assert_eq!(told.payload["holdId"], "h1");
+        }
+    }
+
+    #[test]
+    fn a_hold_event_without_both_parties_is_refused() {
+        let mut payload = hold(json!({}));
+        payload.as_object_mut().unwrap().remove("payee");
+        for event_type in ["hold.placed", "hold.captured", "hold.voided", "hold.expired"] {
+            let refused = map(event_type, &payload).unwrap_err();
+            assert_eq!(refused.0, "payee.userId is missing", "{event_type}");
+        }
     }
 
     #[test]
