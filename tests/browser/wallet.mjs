@@ -1,22 +1,31 @@
 // The wallet app in a real browser: Debian's Chromium driven by Playwright, against the full
 // stack (components under Spin or wasmpay-host, the bridge, the Novu stand-in) that
 // tests/e2e/browser.rs starts. Every step asserts what the page shows and leaves a
-// screenshot in $ARTIFACTS.
+// screenshot in $ARTIFACTS (harness.mjs).
 //
 // The verification e-mail is read from the Novu stand-in by the Rust side: this script
 // prints `wasmpay-test: verification-link <address>` and reads the link from stdin.
 //
 // Environment: BASE_URL, ARTIFACTS, CHROMIUM (the browser binary).
 
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
-
-const BASE = process.env.BASE_URL;
-const ARTIFACTS = process.env.ARTIFACTS;
-const WAIT_MS = 20_000;
-mkdirSync(ARTIFACTS, { recursive: true });
+import {
+  ARTIFACTS,
+  BASE,
+  balance,
+  count,
+  deposit,
+  fitsWidth,
+  heading,
+  openWallet,
+  rows,
+  run,
+  see,
+  sendMoney,
+  shot,
+  user,
+} from "./harness.mjs";
 
 const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 async function ask(question) {
@@ -26,63 +35,7 @@ async function ask(question) {
   return answer.value.trim();
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-let shots = 0;
 let step = "starting";
-
-function log(message) {
-  process.stdout.write(`${message}\n`);
-}
-
-/** Waits until the locator's text matches, failing with what was seen instead. */
-async function see(locator, expected, what) {
-  const deadline = Date.now() + WAIT_MS;
-  let seen = null;
-  while (Date.now() < deadline) {
-    seen = await locator.first().textContent({ timeout: 500 }).catch(() => null);
-    if (seen !== null && (expected instanceof RegExp ? expected.test(seen) : seen.includes(expected))) return seen;
-    await sleep(100);
-  }
-  throw new Error(`${what}: expected ${expected}, the page shows ${JSON.stringify(seen)}`);
-}
-
-async function count(locator, expected, what) {
-  const deadline = Date.now() + WAIT_MS;
-  let seen = -1;
-  while (Date.now() < deadline) {
-    seen = await locator.count();
-    if (seen === expected) return;
-    await sleep(100);
-  }
-  throw new Error(`${what}: expected ${expected}, the page shows ${seen}`);
-}
-
-async function shot(page, name) {
-  shots += 1;
-  await page.screenshot({ path: join(ARTIFACTS, `${String(shots).padStart(2, "0")}-${name}.png`), fullPage: true });
-}
-
-/** A user in their own browser context (own tab storage, own session). */
-async function user(browser, name, width = 1280) {
-  const context = await browser.newContext({ viewport: { width, height: 860 }, locale: "en-US", timezoneId: "UTC" });
-  const page = await context.newPage();
-  page.setDefaultTimeout(WAIT_MS);
-  pages.push(page);
-  page.on("console", (message) => {
-    // Chromium logs every 4xx answer as an error; the refusals this walk provokes are expected.
-    const refusal = /^Failed to load resource: the server responded with a status of 4\d\d/.test(message.text());
-    if (message.type() === "error" && !refusal) problems.push(`${name}: console error: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`${name}: page error: ${error.message}`));
-  return { name, context, page };
-}
-
-const problems = [];
-const pages = [];
-const heading = (page) => page.locator("main h1");
-const balance = (page) => page.getByTestId("balance");
-const formWith = (page, title) => page.locator("form", { has: page.getByRole("heading", { name: title, exact: true }) });
-const rows = (page) => page.locator("ol.transactions li");
 
 async function signUp({ page }, fullName, email) {
   step = `${fullName} signs up`;
@@ -117,237 +70,180 @@ async function verify({ page }, email, first) {
   await see(heading(page), "Wallets", step);
 }
 
-async function openWallet({ page }, currency) {
-  step = `opening a ${currency} wallet`;
-  await page.getByLabel("Currency (ISO 4217 code)").fill(currency);
-  await page.getByRole("button", { name: "Open wallet" }).click();
-  await see(heading(page), `${currency} wallet`, step);
-  await see(page.locator(".notice.success"), `Your ${currency} wallet is open.`, step);
-  return page.url();
-}
+run(async (browser) => {
+  const suffix = `${Date.now()}${Math.floor(Math.random() * 1000)}`;
+  const aliceEmail = `alice.${suffix}@example.com`;
+  const bobEmail = `bob.${suffix}@example.com`;
+  const alice = await user(browser, "alice");
+  const bob = await user(browser, "bob");
 
-async function deposit({ page }, amount) {
-  const form = formWith(page, "Deposit");
-  await form.getByLabel("Amount (USD)").fill(amount);
-  await form.getByRole("button", { name: "Deposit" }).click();
-  await see(page.locator(".notice.success"), `Deposited ${amount} USD.`, `depositing ${amount}`);
-}
+  // Sign up, verify from the e-mail's link, open a USD wallet, deposit.
+  await signUp(alice, "Alice Browser", aliceEmail);
+  await shot(alice.page, "wallets-unverified");
+  await verify(alice, aliceEmail, true);
+  const aliceWallet = await openWallet(alice, "USD");
+  await see(balance(alice.page), "0.00 USD", "a new wallet is empty");
+  await see(alice.page.locator(".history"), "No transactions.", "a new wallet has no history");
+  await deposit(alice, "100.00");
+  await see(balance(alice.page), "100.00 USD", "the balance after the deposit");
+  await see(rows(alice.page).first(), "Deposit", "the deposit in the history");
+  await shot(alice.page, "wallet-after-deposit");
 
-async function sendMoney({ page }, to, amount, description, { doubleClick = false } = {}) {
-  await page.getByRole("link", { name: "Send", exact: true }).click();
-  await see(heading(page), "Send money", "the send page");
-  await page.getByLabel("To (e-mail address or wallet id)").fill(to);
-  await page.getByLabel("Amount").fill(amount);
-  if (description) await page.getByLabel("Description (optional)").fill(description);
-  const button = page.getByRole("button", { name: "Send", exact: true });
-  if (doubleClick) await button.dblclick();
-  else await button.click();
-}
+  // A second user.
+  await signUp(bob, "Bob Browser", bobEmail);
+  await verify(bob, bobEmail, false);
+  const bobWallet = await openWallet(bob, "USD");
 
-async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  try {
-    const suffix = `${Date.now()}${Math.floor(Math.random() * 1000)}`;
-    const aliceEmail = `alice.${suffix}@example.com`;
-    const bobEmail = `bob.${suffix}@example.com`;
-    const alice = await user(browser, "alice");
-    const bob = await user(browser, "bob");
+  // Alice sends money by e-mail; both histories show it.
+  step = "alice sends 25.50 USD to bob by e-mail";
+  await sendMoney(alice, bobEmail, "25.50", "Dinner");
+  await see(alice.page.locator(".notice.success"), `Sent 25.50 USD to ${bobEmail}.`, step);
+  await see(balance(alice.page), "74.50 USD", step);
+  await see(rows(alice.page).first(), /Sent · Bob Browser.*Dinner.*-25\.50 USD/, step);
+  await shot(alice.page, "sent");
+  await bob.page.goto(bobWallet);
+  await see(balance(bob.page), "25.50 USD", "bob's balance");
+  await see(rows(bob.page).first(), /Received · Alice Browser.*Dinner.*25\.50 USD/, "bob's history");
+  await shot(bob.page, "received");
 
-    // Sign up, verify from the e-mail's link, open a USD wallet, deposit.
-    await signUp(alice, "Alice Browser", aliceEmail);
-    await shot(alice.page, "wallets-unverified");
-    await verify(alice, aliceEmail, true);
-    const aliceWallet = await openWallet(alice, "USD");
-    await see(balance(alice.page), "0.00 USD", "a new wallet is empty");
-    await see(alice.page.locator(".history"), "No transactions.", "a new wallet has no history");
-    await deposit(alice, "100.00");
-    await see(balance(alice.page), "100.00 USD", "the balance after the deposit");
-    await see(rows(alice.page).first(), "Deposit", "the deposit in the history");
-    await shot(alice.page, "wallet-after-deposit");
+  // Bob refunds part of it.
+  step = "bob refunds 10.00 USD";
+  await rows(bob.page).first().getByRole("button", { name: "Refund" }).click();
+  await rows(bob.page).first().getByLabel("Amount to refund (empty: all that is left)").fill("10.00");
+  await shot(bob.page, "refund-form");
+  await rows(bob.page).first().getByRole("button", { name: "Refund" }).click();
+  await see(bob.page.locator(".notice.success"), "Refunded 10.00 USD.", step);
+  await see(balance(bob.page), "15.50 USD", step);
+  await see(rows(bob.page).first(), /Refund sent · Alice Browser.*-10\.00 USD/, step);
+  await alice.page.goto(aliceWallet);
+  await see(balance(alice.page), "84.50 USD", "alice after the refund");
+  await see(rows(alice.page).first(), /Refund received · Bob Browser.*10\.00 USD/, "alice's history");
+  // The README's picture of the wallet (the window only).
+  await alice.page.screenshot({ path: join(ARTIFACTS, "wallet.png") });
 
-    // A second user.
-    await signUp(bob, "Bob Browser", bobEmail);
-    await verify(bob, bobEmail, false);
-    const bobWallet = await openWallet(bob, "USD");
+  // Refusals are shown next to their field and change nothing.
+  step = "an insufficient-funds transfer";
+  await sendMoney(alice, bobEmail, "1000.00");
+  await see(
+    alice.page.locator("#field-amount-error"),
+    "The wallet's available balance (its balance less its active holds) is lower than the amount.",
+    step,
+  );
+  await shot(alice.page, "insufficient-funds");
+  await alice.page.goto(aliceWallet);
+  await see(balance(alice.page), "84.50 USD", "the refused transfer changed nothing");
+  await count(rows(alice.page), 3, "the refused transfer is not in the history");
 
-    // Alice sends money by e-mail; both histories show it.
-    step = "alice sends 25.50 USD to bob by e-mail";
-    await sendMoney(alice, bobEmail, "25.50", "Dinner");
-    await see(alice.page.locator(".notice.success"), `Sent 25.50 USD to ${bobEmail}.`, step);
-    await see(balance(alice.page), "74.50 USD", step);
-    await see(rows(alice.page).first(), /Sent · Bob Browser.*Dinner.*-25\.50 USD/, step);
-    await shot(alice.page, "sent");
-    await bob.page.goto(bobWallet);
-    await see(balance(bob.page), "25.50 USD", "bob's balance");
-    await see(rows(bob.page).first(), /Received · Alice Browser.*Dinner.*25\.50 USD/, "bob's history");
-    await shot(bob.page, "received");
+  // A double-clicked Send pays once.
+  step = "a double-clicked Send";
+  await sendMoney(alice, bobEmail, "1.00", "Once", { doubleClick: true });
+  await see(alice.page.locator(".notice.success"), `Sent 1.00 USD to ${bobEmail}.`, step);
+  await see(balance(alice.page), "83.50 USD", step);
+  await count(alice.page.locator("ol.transactions li", { hasText: "Once" }), 1, "one transfer in alice's history");
+  await bob.page.goto(bobWallet);
+  await see(balance(bob.page), "16.50 USD", "bob got it once");
+  await count(bob.page.locator("ol.transactions li", { hasText: "Once" }), 1, "one transfer in bob's history");
 
-    // Bob refunds part of it.
-    step = "bob refunds 10.00 USD";
-    await rows(bob.page).first().getByRole("button", { name: "Refund" }).click();
-    await rows(bob.page).first().getByLabel("Amount to refund (empty: all that is left)").fill("10.00");
-    await shot(bob.page, "refund-form");
-    await rows(bob.page).first().getByRole("button", { name: "Refund" }).click();
-    await see(bob.page.locator(".notice.success"), "Refunded 10.00 USD.", step);
-    await see(balance(bob.page), "15.50 USD", step);
-    await see(rows(bob.page).first(), /Refund sent · Alice Browser.*-10\.00 USD/, step);
-    await alice.page.goto(aliceWallet);
-    await see(balance(alice.page), "84.50 USD", "alice after the refund");
-    await see(rows(alice.page).first(), /Refund received · Bob Browser.*10\.00 USD/, "alice's history");
-    // The README's picture of the wallet (the window only).
-    await alice.page.screenshot({ path: join(ARTIFACTS, "wallet.png") });
+  // History pages and date filters.
+  step = "paging the history";
+  await alice.page.goto(aliceWallet);
+  for (let i = 1; i <= 8; i += 1) await deposit(alice, `${i}.00`);
+  await see(balance(alice.page), "119.50 USD", step);
+  await count(rows(alice.page), 10, "the first page");
+  await alice.page.getByRole("button", { name: "Load more" }).click();
+  await count(rows(alice.page), 12, "both pages");
+  await count(alice.page.getByRole("button", { name: "Load more" }), 0, "no third page");
+  step = "filtering the history by date";
+  const today = new Date().toISOString().slice(0, 10);
+  await alice.page.getByLabel("From").fill("2001-01-01");
+  await alice.page.getByLabel("To (inclusive)").fill("2001-12-31");
+  await alice.page.getByRole("button", { name: "Filter" }).click();
+  await see(alice.page.locator(".history"), "No transactions.", "nothing in 2001");
+  await alice.page.getByLabel("To (inclusive)").fill(today);
+  await alice.page.getByRole("button", { name: "Filter" }).click();
+  await count(rows(alice.page), 10, "today's first page");
+  await shot(alice.page, "history");
 
-    // Refusals are shown next to their field and change nothing.
-    step = "an insufficient-funds transfer";
-    await sendMoney(alice, bobEmail, "1000.00");
-    await see(alice.page.locator("#field-amount-error"), "The wallet's balance is lower than the amount.", step);
-    await shot(alice.page, "insufficient-funds");
-    await alice.page.goto(aliceWallet);
-    await see(balance(alice.page), "84.50 USD", "the refused transfer changed nothing");
-    await count(rows(alice.page), 3, "the refused transfer is not in the history");
+  // A wrong password is shown next to the password field.
+  step = "signing in with a wrong password";
+  const second = await user(browser, "alice-second");
+  await second.page.goto(`${BASE}/app/sign-in`);
+  await second.page.getByLabel("E-mail").fill(aliceEmail);
+  await second.page.getByLabel("Password").fill("not the password");
+  await second.page.getByRole("button", { name: "Sign in" }).click();
+  await see(second.page.locator("#field-password-error"), "The e-mail address or password is incorrect.", step);
+  await shot(second.page, "wrong-password");
+  await second.page.getByLabel("Password").fill("correct horse battery");
+  await second.page.getByRole("button", { name: "Sign in" }).click();
+  await see(heading(second.page), "Wallets", "signed in on a second device");
 
-    // A double-clicked Send pays once.
-    step = "a double-clicked Send";
-    await sendMoney(alice, bobEmail, "1.00", "Once", { doubleClick: true });
-    await see(alice.page.locator(".notice.success"), `Sent 1.00 USD to ${bobEmail}.`, step);
-    await see(balance(alice.page), "83.50 USD", step);
-    await count(alice.page.locator("ol.transactions li", { hasText: "Once" }), 1, "one transfer in alice's history");
-    await bob.page.goto(bobWallet);
-    await see(balance(bob.page), "16.50 USD", "bob got it once");
-    await count(bob.page.locator("ol.transactions li", { hasText: "Once" }), 1, "one transfer in bob's history");
+  // Profile: a wrong current password is refused next to its field.
+  step = "bob's profile";
+  await bob.page.getByRole("link", { name: "Profile" }).click();
+  await see(heading(bob.page), "Profile", step);
+  await see(bob.page.locator(".facts"), "verified", step);
+  await bob.page.getByLabel("Current password").fill("wrong password");
+  await bob.page.getByLabel("New password").fill("a brand new password");
+  await bob.page.getByRole("button", { name: "Change password" }).click();
+  await see(bob.page.locator("#field-currentPassword-error"), /current password is incorrect/i, step);
+  await bob.page.getByLabel("Full name").fill("Robert Browser");
+  await bob.page.getByRole("button", { name: "Save name" }).click();
+  await see(bob.page.locator(".notice.success"), "Your name is now Robert Browser.", step);
+  await shot(bob.page, "profile");
 
-    // History pages and date filters.
-    step = "paging the history";
-    await alice.page.goto(aliceWallet);
-    for (let i = 1; i <= 8; i += 1) await deposit(alice, `${i}.00`);
-    await see(balance(alice.page), "119.50 USD", step);
-    await count(rows(alice.page), 10, "the first page");
-    await alice.page.getByRole("button", { name: "Load more" }).click();
-    await count(rows(alice.page), 12, "both pages");
-    await count(alice.page.getByRole("button", { name: "Load more" }), 0, "no third page");
-    step = "filtering the history by date";
-    const today = new Date().toISOString().slice(0, 10);
-    await alice.page.getByLabel("From").fill("2001-01-01");
-    await alice.page.getByLabel("To (inclusive)").fill("2001-12-31");
-    await alice.page.getByRole("button", { name: "Filter" }).click();
-    await see(alice.page.locator(".history"), "No transactions.", "nothing in 2001");
-    await alice.page.getByLabel("To (inclusive)").fill(today);
-    await alice.page.getByRole("button", { name: "Filter" }).click();
-    await count(rows(alice.page), 10, "today's first page");
-    await shot(alice.page, "history");
+  // Sessions: two for alice; log out everywhere ends both.
+  step = "alice's sessions";
+  await alice.page.getByRole("link", { name: "Sessions" }).click();
+  await see(heading(alice.page), "Sessions", step);
+  await count(alice.page.locator("ul.sessions li"), 2, "two sessions");
+  await count(alice.page.locator("ul.sessions li", { hasText: "this device" }), 1, "one is this device");
+  await shot(alice.page, "sessions");
+  await alice.page.getByRole("button", { name: "Log out everywhere" }).click();
+  await see(heading(alice.page), "Sign in", step);
+  await see(alice.page.locator(".notice"), "You are signed out on every device.", step);
+  await second.page.reload();
+  await see(heading(second.page), "Sign in", "the other device is signed out too");
 
-    // A wrong password is shown next to the password field.
-    step = "signing in with a wrong password";
-    const second = await user(browser, "alice-second");
-    await second.page.goto(`${BASE}/app/sign-in`);
-    await second.page.getByLabel("E-mail").fill(aliceEmail);
-    await second.page.getByLabel("Password").fill("not the password");
-    await second.page.getByRole("button", { name: "Sign in" }).click();
-    await see(second.page.locator("#field-password-error"), "The e-mail address or password is incorrect.", step);
-    await shot(second.page, "wrong-password");
-    await second.page.getByLabel("Password").fill("correct horse battery");
-    await second.page.getByRole("button", { name: "Sign in" }).click();
-    await see(heading(second.page), "Wallets", "signed in on a second device");
+  // Bob logs out.
+  step = "bob signs out";
+  await bob.page.getByRole("button", { name: "Sign out" }).click();
+  await see(heading(bob.page), "Sign in", step);
+  await see(bob.page.locator(".notice"), "You are signed out.", step);
+  await bob.page.goto(bobWallet);
+  await see(heading(bob.page), "Sign in", "a signed-out user is sent to sign in");
 
-    // Profile: a wrong current password is refused next to its field.
-    step = "bob's profile";
-    await bob.page.getByRole("link", { name: "Profile" }).click();
-    await see(heading(bob.page), "Profile", step);
-    await see(bob.page.locator(".facts"), "verified", step);
-    await bob.page.getByLabel("Current password").fill("wrong password");
-    await bob.page.getByLabel("New password").fill("a brand new password");
-    await bob.page.getByRole("button", { name: "Change password" }).click();
-    await see(bob.page.locator("#field-currentPassword-error"), /current password is incorrect/i, step);
-    await bob.page.getByLabel("Full name").fill("Robert Browser");
-    await bob.page.getByRole("button", { name: "Save name" }).click();
-    await see(bob.page.locator(".notice.success"), "Your name is now Robert Browser.", step);
-    await shot(bob.page, "profile");
-
-    // Sessions: two for alice; log out everywhere ends both.
-    step = "alice's sessions";
-    await alice.page.getByRole("link", { name: "Sessions" }).click();
-    await see(heading(alice.page), "Sessions", step);
-    await count(alice.page.locator("ul.sessions li"), 2, "two sessions");
-    await count(alice.page.locator("ul.sessions li", { hasText: "this device" }), 1, "one is this device");
-    await shot(alice.page, "sessions");
-    await alice.page.getByRole("button", { name: "Log out everywhere" }).click();
-    await see(heading(alice.page), "Sign in", step);
-    await see(alice.page.locator(".notice"), "You are signed out on every device.", step);
-    await second.page.reload();
-    await see(heading(second.page), "Sign in", "the other device is signed out too");
-
-    // Bob logs out.
-    step = "bob signs out";
-    await bob.page.getByRole("button", { name: "Sign out" }).click();
-    await see(heading(bob.page), "Sign in", step);
-    await see(bob.page.locator(".notice"), "You are signed out.", step);
-    await bob.page.goto(bobWallet);
-    await see(heading(bob.page), "Sign in", "a signed-out user is sent to sign in");
-
-    // Every page fits a 360 px phone without sideways scrolling.
-    step = "a 360 px screen";
-    const phone = await user(browser, "phone", 360);
-    await phone.page.goto(`${BASE}/app/sign-in`);
-    await phone.page.getByLabel("E-mail").fill(bobEmail);
-    await phone.page.getByLabel("Password").fill("correct horse battery");
-    await phone.page.getByRole("button", { name: "Sign in" }).click();
-    await see(heading(phone.page), "Wallets", step);
-    for (const [path, title] of [
-      ["/app/wallets", "Wallets"],
-      [new URL(bobWallet).pathname, "USD wallet"],
-      ["/app/send", "Send money"],
-      ["/app/sessions", "Sessions"],
-      ["/app/profile", "Profile"],
-    ]) {
-      await phone.page.goto(`${BASE}${path}`);
-      await see(heading(phone.page), title, `${path} at 360 px`);
-      const width = await phone.page.evaluate(() => document.documentElement.scrollWidth);
-      if (width > 360) throw new Error(`${path} is ${width} px wide on a 360 px screen`);
-      await shot(phone.page, `phone-${title.toLowerCase().replace(/ /g, "-")}`);
-    }
-
-    // The API reference: rendered from openapi.yaml, and "try it" calls this origin.
-    step = "the API reference";
-    const reader = await user(browser, "docs");
-    await reader.page.goto(`${BASE}/docs/`);
-    await see(reader.page.locator(".information-container .title"), "wasmpay", step);
-    const health = reader.page.locator(".opblock", { has: reader.page.locator('[data-path="/auth/health"]') });
-    await health.locator(".opblock-summary").click();
-    await health.getByRole("button", { name: "Try it out" }).click();
-    await health.getByRole("button", { name: "Execute" }).click();
-    await see(health.locator(".live-responses-table tbody .response-col_status"), "200", "the health call from the docs");
-    await see(health.locator(".request-url"), `${BASE}/auth/health`, "the docs call the same origin");
-    await shot(reader.page, "docs");
-
-    if (problems.length > 0) throw new Error(`the browser reported:\n${problems.join("\n")}`);
-    log(`browser suite passed: ${shots} screenshots in ${ARTIFACTS}`);
-  } catch (error) {
-    for (const [i, page] of pages.entries()) {
-      await page.screenshot({ path: join(ARTIFACTS, `failed-${i}.png`), fullPage: true }).catch(() => {});
-    }
-    throw error;
-  } finally {
-    await browser.close();
+  // Every page fits a 360 px phone without sideways scrolling.
+  step = "a 360 px screen";
+  const phone = await user(browser, "phone", 360);
+  await phone.page.goto(`${BASE}/app/sign-in`);
+  await phone.page.getByLabel("E-mail").fill(bobEmail);
+  await phone.page.getByLabel("Password").fill("correct horse battery");
+  await phone.page.getByRole("button", { name: "Sign in" }).click();
+  await see(heading(phone.page), "Wallets", step);
+  for (const [path, title] of [
+    ["/app/wallets", "Wallets"],
+    [new URL(bobWallet).pathname, "USD wallet"],
+    ["/app/send", "Send money"],
+    ["/app/hold", "Place a hold"],
+    ["/app/sessions", "Sessions"],
+    ["/app/profile", "Profile"],
+  ]) {
+    await phone.page.goto(`${BASE}${path}`);
+    await see(heading(phone.page), title, `${path} at 360 px`);
+    await fitsWidth(phone.page, `${path} at 360 px`);
+    await shot(phone.page, `phone-${title.toLowerCase().replace(/ /g, "-")}`);
   }
-}
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    process.stderr.write(`FAILED at "${step}": ${error.stack ?? error}\n`);
-    if (problems.length > 0) process.stderr.write(`the browser reported:\n${problems.join("\n")}\n`);
-    process.exit(1);
-  },
-);
+  // The API reference: rendered from openapi.yaml, and "try it" calls this origin.
+  step = "the API reference";
+  const reader = await user(browser, "docs");
+  await reader.page.goto(`${BASE}/docs/`);
+  await see(reader.page.locator(".information-container .title"), "wasmpay", step);
+  const health = reader.page.locator(".opblock", { has: reader.page.locator('[data-path="/auth/health"]') });
+  await health.locator(".opblock-summary").click();
+  await health.getByRole("button", { name: "Try it out" }).click();
+  await health.getByRole("button", { name: "Execute" }).click();
+  await see(health.locator(".live-responses-table tbody .response-col_status"), "200", "the health call from the docs");
+  await see(health.locator(".request-url"), `${BASE}/auth/health`, "the docs call the same origin");
+  await shot(reader.page, "docs");
+}, () => step);

@@ -49,9 +49,40 @@ export interface Account {
   id: string;
   currency: string;
   balance: string;
+  /** What the wallet can spend: its balance less `held`. */
+  available: string;
+  /** What its active holds reserve. */
+  held: string;
   status: "active" | "closed";
   createdAt: string;
   closedAt?: string;
+  /** `GET /accounts/{id}` only: active holds on its money and in its favour, newest first. */
+  holds?: Hold[];
+}
+
+export type HoldStatus = "pending" | "captured" | "voided" | "expired";
+
+export interface Hold {
+  id: string;
+  status: HoldStatus;
+  /** The payer's wallet. */
+  fromAccountId: string;
+  /** The payee's wallet. */
+  toAccountId: string;
+  payerName: string | null;
+  payeeName: string | null;
+  amount: string;
+  currency: string;
+  description: string | null;
+  capturedAmount: string | null;
+  releasedAmount: string | null;
+  transferId: string | null;
+  voidedBy: "payer" | "payee" | null;
+  expiresAt: string;
+  createdAt: string;
+  settledAt: string | null;
+  /** In the answer to a capture only. */
+  transfer?: Transfer;
 }
 
 export interface Transfer {
@@ -64,18 +95,26 @@ export interface Transfer {
   description: string | null;
   refundOf: string | null;
   refundedAmount: string;
+  holdId: string | null;
   createdAt: string;
 }
 
 export interface Transaction {
+  /** The ledger entry, or `hold:` and the hold's id. */
   id: string;
-  transferId: string;
-  kind: "transfer-in" | "transfer-out" | "deposit" | "withdrawal" | "refund-in" | "refund-out";
+  /** The posting; for a hold, the transfer its capture became (or null). */
+  transferId: string | null;
+  kind: "transfer-in" | "transfer-out" | "deposit" | "withdrawal" | "refund-in" | "refund-out" | "hold-out" | "hold-in";
+  /** Signed; a hold moves nothing, so for one this is what it reserved. */
   amount: string;
   balanceAfter: string;
   counterparty: { accountId: string; name: string | null } | null;
   description: string | null;
   createdAt: string;
+  /** The hold this item is, or the hold a transfer captured. */
+  holdId?: string;
+  /** A hold item's status now. */
+  holdStatus?: HoldStatus;
 }
 
 export interface Session {

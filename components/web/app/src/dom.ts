@@ -1,7 +1,7 @@
 // Building pages without innerHTML: text is always set as text, so nothing a user or the
 // API supplies is ever parsed as markup.
 
-import { ApiError } from "./api";
+import { ApiError, idempotencyKey } from "./api";
 
 type Child = Node | string | null | undefined | false;
 type Attributes = Record<string, string | boolean | undefined | ((event: Event) => void)>;
@@ -59,6 +59,7 @@ const FIELD_OF_SLUG: Record<string, string> = {
   "amount-above-limit": "amount",
   "amount-too-precise": "amount",
   "refund-exceeds-transfer": "amount",
+  "capture-exceeds-hold": "amount",
   "recipient-not-found": "to",
   "same-account": "to",
   "currency-mismatch": "to",
@@ -140,8 +141,28 @@ export function onSubmit(form: HTMLFormElement, action: () => Promise<void>): vo
   });
 }
 
+/** A form posting money with an Idempotency-Key per intended posting: kept while the user
+ * retries the same request, replaced when any input changes or the posting succeeds. */
+export function postingForm(children: HTMLElement[], post: (form: HTMLFormElement, key: string) => Promise<void>): HTMLFormElement {
+  const form = h("form", { novalidate: true }, ...children) as HTMLFormElement;
+  let key = idempotencyKey();
+  form.addEventListener("input", () => {
+    key = idempotencyKey();
+  });
+  onSubmit(form, async () => {
+    await post(form, key);
+    key = idempotencyKey();
+  });
+  return form;
+}
+
 export function money(amount: string, currency: string): string {
   return `${amount} ${currency}`;
+}
+
+/** Whether an amount as the API writes it ("0.00", "0", "-0.000") is zero. */
+export function isZero(amount: string): boolean {
+  return /^-?0(\.0+)?$/.test(amount);
 }
 
 export function when(timestamp: string): string {

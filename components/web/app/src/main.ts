@@ -25,6 +25,7 @@ const routes: Route[] = [
   { pattern: /^\/app\/(wallets)?$/, page: wallets.list, title: "Wallets", signedIn: true },
   { pattern: /^\/app\/wallets\/(?<id>[^/]+)$/, page: wallets.one, title: "Wallet", signedIn: true },
   { pattern: /^\/app\/send$/, page: wallets.sendMoney, title: "Send money", signedIn: true },
+  { pattern: /^\/app\/hold$/, page: wallets.placeHold, title: "Place a hold", signedIn: true },
   { pattern: /^\/app\/sessions$/, page: account.sessions, title: "Sessions", signedIn: true },
   { pattern: /^\/app\/profile$/, page: account.profile, title: "Profile", signedIn: true },
 ];
