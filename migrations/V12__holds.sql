@@ -82,6 +82,56 @@ ALTER TABLE ledger.transfers ADD CONSTRAINT only_transfers_capture_holds CHECK (
 -- Partial, so a transfer that captured nothing costs no index entry.
 CREATE UNIQUE INDEX transfers_one_per_hold_idx ON ledger.transfers (hold_id) WHERE hold_id IS NOT NULL;
 
+DROP FUNCTION ledger.record_posting(UUID, TEXT, UUID, UUID, TEXT, SMALLINT, NUMERIC, TEXT, UUID, UUID, NUMERIC, UUID);
+
+-- Moves p_amount from p_from to p_to, and p_fee (if any) from p_from to p_fee_account; a
+-- capture names the hold it takes (p_hold_id). The
+-- caller has locked every account involved (by id order) and checked the rules; the CHECK
+-- constraints on accounts stay the last line of defence.
+CREATE FUNCTION ledger.record_posting(
+    p_id UUID, p_kind TEXT, p_from UUID, p_to UUID, p_currency TEXT, p_scale SMALLINT,
+    p_amount NUMERIC, p_description TEXT, p_initiator UUID, p_refund_of UUID,
+    p_fee NUMERIC, p_fee_account UUID, p_hold_id UUID)
+RETURNS ledger.transfers
+LANGUAGE plpgsql AS $$
+DECLARE
+    posted ledger.transfers;
+    stamp TIMESTAMP := now() AT TIME ZONE 'UTC';
+    from_balance NUMERIC;
+    from_version BIGINT;
+    to_balance NUMERIC;
+    to_version BIGINT;
+    fee_balance NUMERIC;
+    fee_version BIGINT;
+BEGIN
+    INSERT INTO ledger.transfers (id, kind, from_account_id, to_account_id, currency, scale, amount, fee,
+                                  description, initiated_by, refund_of, hold_id, created_at)
+    VALUES (p_id, p_kind, p_from, p_to, p_currency, p_scale, p_amount, p_fee, p_description, p_initiator,
+            p_refund_of, p_hold_id, stamp)
+    RETURNING * INTO posted;
+    UPDATE accounts.accounts
+    SET balance = balance - p_amount - p_fee, version = version + 1, updated_at = stamp
+    WHERE id = p_from
+    RETURNING balance, version INTO from_balance, from_version;
+    UPDATE accounts.accounts
+    SET balance = balance + p_amount, version = version + 1, updated_at = stamp
+    WHERE id = p_to
+    RETURNING balance, version INTO to_balance, to_version;
+    INSERT INTO ledger.entries (transfer_id, account_id, amount, balance_after, account_version, created_at)
+    VALUES (p_id, p_from, -(p_amount + p_fee), from_balance, from_version, stamp),
+           (p_id, p_to, p_amount, to_balance, to_version, stamp);
+    IF p_fee > 0 THEN
+        UPDATE accounts.accounts
+        SET balance = balance + p_fee, version = version + 1, updated_at = stamp
+        WHERE id = p_fee_account
+        RETURNING balance, version INTO fee_balance, fee_version;
+        INSERT INTO ledger.entries (transfer_id, account_id, amount, balance_after, account_version, created_at)
+        VALUES (p_id, p_fee_account, p_fee, fee_balance, fee_version, stamp);
+    END IF;
+    RETURN posted;
+END;
+$$;
+
 -- What the wallet's active holds reserve. (PL/pgSQL, like every helper a posting calls, so
 -- its plan is kept for the session: a LANGUAGE sql function with a FROM clause is planned
 -- again on every call — V8.)
@@ -105,8 +155,7 @@ END;
 $$;
 
 -- A hold as the API shows it, with its parties' names (what both of them see in the app).
--- PL/pgSQL: its look-ups keep their plans for the session.
-CREATE FUNCTION ledger.hold_json(h ledger.holds) RETURNS JSONB
+CREATE FUNCTION ledger.hold_json(h ledger.holds, p_payer_name TEXT, p_payee_name TEXT) RETURNS JSONB
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     status TEXT := ledger.hold_status(h);
@@ -116,10 +165,8 @@ BEGIN
         'status', status,
         'fromAccountId', h.payer_account_id,
         'toAccountId', h.payee_account_id,
-        'payerName', (SELECT u.full_name FROM accounts.accounts a JOIN identity.users u ON u.id = a.owner_id
-                      WHERE a.id = h.payer_account_id),
-        'payeeName', (SELECT u.full_name FROM accounts.accounts a JOIN identity.users u ON u.id = a.owner_id
-                      WHERE a.id = h.payee_account_id),
+        'payerName', p_payer_name,
+        'payeeName', p_payee_name,
         'amount', round(h.amount, h.scale)::text,
         'currency', h.currency,
         'description', h.description,
@@ -134,8 +181,21 @@ BEGIN
 END;
 $$;
 
--- What every hold event says about its hold; each event adds its own members.
-CREATE FUNCTION ledger.hold_event(h ledger.holds, p_payer accounts.accounts, p_payee accounts.accounts)
+-- The same, its parties' names looked up (for readers; the postings have them at hand).
+CREATE FUNCTION ledger.hold_json(h ledger.holds) RETURNS JSONB
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN ledger.hold_json(h,
+        (SELECT u.full_name FROM accounts.accounts a JOIN identity.users u ON u.id = a.owner_id
+         WHERE a.id = h.payer_account_id),
+        (SELECT u.full_name FROM accounts.accounts a JOIN identity.users u ON u.id = a.owner_id
+         WHERE a.id = h.payee_account_id));
+END;
+$$;
+
+-- What every hold event says about its hold and its parties (ledger.party_json); each event
+-- adds its own members.
+CREATE FUNCTION ledger.hold_event(h ledger.holds, p_payer JSONB, p_payee JSONB)
 RETURNS JSONB
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
@@ -144,8 +204,8 @@ LANGUAGE sql STABLE AS $$
         'currency', h.currency,
         'description', h.description,
         'expiresAt', to_char(h.expires_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        'payer', ledger.party_json(p_payer),
-        'payee', ledger.party_json(p_payee))
+        'payer', p_payer,
+        'payee', p_payee)
 $$;
 
 -- Postings that take money out of a wallet compare with what it has available, not its balance.
@@ -222,7 +282,7 @@ BEGIN
         RETURN ledger.settle_key(p_user, p_key, 422, NULL, 'insufficient-funds');
     END IF;
     posted := ledger.record_posting(p_transfer_id, 'transfer', p_from, target, p_currency, source.scale,
-                                    p_amount, p_description, p_user, NULL, fee, fee_account);
+                                    p_amount, p_description, p_user, NULL, fee, fee_account, NULL);
     PERFORM ledger.add_event(p_event_id, posted.id, 'transfer.completed',
         ledger.posting_event(posted) || jsonb_build_object(
             'fee', round(posted.fee, posted.scale)::text,
@@ -282,10 +342,10 @@ BEGIN
     END IF;
     IF p_direction = 'deposit' THEN
         posted := ledger.record_posting(p_transfer_id, 'deposit', settlement, p_account, wallet.currency,
-                                        wallet.scale, p_amount, NULL, p_user, NULL, 0, NULL);
+                                        wallet.scale, p_amount, NULL, p_user, NULL, 0, NULL, NULL);
     ELSE
         posted := ledger.record_posting(p_transfer_id, 'withdrawal', p_account, settlement, wallet.currency,
-                                        wallet.scale, p_amount, NULL, p_user, NULL, 0, NULL);
+                                        wallet.scale, p_amount, NULL, p_user, NULL, 0, NULL, NULL);
     END IF;
     PERFORM ledger.add_event(p_event_id, posted.id, p_direction || '.completed',
         ledger.posting_event(posted) || jsonb_build_object(
@@ -361,7 +421,7 @@ BEGIN
     RETURNING * INTO original;
     posted := ledger.record_posting(p_refund_id, 'refund', refunder.id, refundee.id, original.currency,
                                     original.scale, refund_amount, 'Refund of ' || original.id, p_user, original.id,
-                                    0, NULL);
+                                    0, NULL, NULL);
     -- Keyed by the original transfer, so its events stay in order; transferId names it.
     PERFORM ledger.add_event(p_event_id, original.id, 'transfer.refunded',
         ledger.posting_event(posted) || jsonb_build_object(
@@ -396,6 +456,8 @@ DECLARE
     refusal JSONB;
     stamp TIMESTAMP := now() AT TIME ZONE 'UTC';
     placed ledger.holds;
+    payer_party JSONB;
+    payee_party JSONB;
 BEGIN
     outcome := ledger.claim_key(p_user, p_key, p_fingerprint, p_key_ttl_secs);
     -- A row test (`outcome IS NOT NULL`) would be false: a replay has a NULL body or problem.
@@ -453,10 +515,13 @@ BEGIN
             stamp + p_expires_in_secs * interval '1 second', stamp, payer.version + 1, payee.version + 1,
             payer.balance, payee.balance)
     RETURNING * INTO placed;
+    payer_party := ledger.party_json(payer);
+    payee_party := ledger.party_json(payee);
     PERFORM ledger.add_event(p_event_id, placed.id, 'hold.placed',
-        ledger.hold_event(placed, payer, payee)
+        ledger.hold_event(placed, payer_party, payee_party)
         || jsonb_build_object('createdAt', to_char(placed.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
-    RETURN ledger.settle_key(p_user, p_key, 201, ledger.hold_json(placed), NULL);
+    RETURN ledger.settle_key(p_user, p_key, 201,
+                             ledger.hold_json(placed, payer_party ->> 'fullName', payee_party ->> 'fullName'), NULL);
 END;
 $$;
 
@@ -498,6 +563,8 @@ DECLARE
     payee accounts.accounts;
     refusal JSONB;
     posted ledger.transfers;
+    payer_party JSONB;
+    payee_party JSONB;
 BEGIN
     outcome := ledger.claim_key(p_user, p_key, p_fingerprint, p_key_ttl_secs);
     -- A row test (`outcome IS NOT NULL`) would be false: a replay has a NULL body or problem.
@@ -550,21 +617,23 @@ BEGIN
         RETURN ledger.settle_key(p_user, p_key, 422, NULL, 'insufficient-funds');
     END IF;
     posted := ledger.record_posting(p_transfer_id, 'transfer', payer.id, payee.id, hold.currency, hold.scale,
-                                    captured, hold.description, hold.initiated_by, NULL, fee, fee_account);
-    UPDATE ledger.transfers SET hold_id = hold.id WHERE id = posted.id RETURNING * INTO posted;
+                                    captured, hold.description, hold.initiated_by, NULL, fee, fee_account, hold.id);
     UPDATE ledger.holds
     SET status = 'captured', captured_amount = captured, transfer_id = posted.id, settled_at = posted.created_at
     WHERE id = hold.id
     RETURNING * INTO hold;
+    payer_party := ledger.party_json(payer);
+    payee_party := ledger.party_json(payee);
     PERFORM ledger.add_event(p_event_id, hold.id, 'hold.captured',
-        ledger.hold_event(hold, payer, payee) || jsonb_build_object(
+        ledger.hold_event(hold, payer_party, payee_party) || jsonb_build_object(
             'transferId', posted.id,
             'capturedAmount', round(captured, hold.scale)::text,
             'releasedAmount', round(hold.amount - captured, hold.scale)::text,
             'fee', round(posted.fee, posted.scale)::text,
             'createdAt', to_char(posted.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
     RETURN ledger.settle_key(p_user, p_key, 201,
-                             ledger.hold_json(hold) || jsonb_build_object('transfer', ledger.transfer_json(posted)),
+                             ledger.hold_json(hold, payer_party ->> 'fullName', payee_party ->> 'fullName')
+                             || jsonb_build_object('transfer', ledger.transfer_json(posted)),
                              NULL);
 END;
 $$;
@@ -582,6 +651,8 @@ DECLARE
     hold ledger.holds;
     payer accounts.accounts;
     payee accounts.accounts;
+    payer_party JSONB;
+    payee_party JSONB;
 BEGIN
     outcome := ledger.claim_key(p_user, p_key, p_fingerprint, p_key_ttl_secs);
     -- A row test (`outcome IS NOT NULL`) would be false: a replay has a NULL body or problem.
@@ -605,11 +676,14 @@ BEGIN
         voided_by = CASE WHEN payee.owner_id = p_user THEN 'payee' ELSE 'payer' END
     WHERE id = hold.id
     RETURNING * INTO hold;
+    payer_party := ledger.party_json(payer);
+    payee_party := ledger.party_json(payee);
     PERFORM ledger.add_event(p_event_id, hold.id, 'hold.voided',
-        ledger.hold_event(hold, payer, payee) || jsonb_build_object(
+        ledger.hold_event(hold, payer_party, payee_party) || jsonb_build_object(
             'voidedBy', hold.voided_by,
             'voidedAt', to_char(hold.settled_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')));
-    RETURN ledger.settle_key(p_user, p_key, 200, ledger.hold_json(hold), NULL);
+    RETURN ledger.settle_key(p_user, p_key, 200,
+                             ledger.hold_json(hold, payer_party ->> 'fullName', payee_party ->> 'fullName'), NULL);
 END;
 $$;
 
@@ -636,7 +710,8 @@ BEGIN
         RETURNING * INTO hold;
         SELECT * INTO payer FROM accounts.accounts WHERE id = hold.payer_account_id;
         SELECT * INTO payee FROM accounts.accounts WHERE id = hold.payee_account_id;
-        PERFORM ledger.add_event(gen_random_uuid(), hold.id, 'hold.expired', ledger.hold_event(hold, payer, payee));
+        PERFORM ledger.add_event(gen_random_uuid(), hold.id, 'hold.expired',
+                                 ledger.hold_event(hold, ledger.party_json(payer), ledger.party_json(payee)));
         swept := swept + 1;
     END LOOP;
     RETURN swept;
