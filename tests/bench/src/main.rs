@@ -3,6 +3,7 @@
 
 mod client;
 mod cpu;
+mod holds;
 mod instances;
 mod login;
 mod pgledger;
@@ -66,6 +67,18 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
         /// Serve both builds with wasmpay-host instead of `spin up`.
+        #[arg(long)]
+        host: bool,
+    },
+    /// Payments under Spin: POST /transfers vs POST /holds then POST /holds/{id}/capture, on one server and
+    /// database, in alternating rounds.
+    Holds {
+        /// Measured seconds per round and flow.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Serve with wasmpay-host instead of `spin up`.
         #[arg(long)]
         host: bool,
     },
@@ -154,6 +167,9 @@ fn main() -> anyhow::Result<()> {
             Bench::Policies { seconds, rounds, host } => {
                 let runtime = if host { platform::Runtime::Host } else { platform::Runtime::Spin };
                 policies::run(seconds, rounds, runtime).await
+            }
+            Bench::Holds { seconds, rounds, host } => {
+                holds::run(seconds, rounds, if host { platform::Runtime::Host } else { platform::Runtime::Spin }).await
             }
             Bench::Relay { rate, seconds, batch_size, rounds } => relay::run(rate, seconds, batch_size, rounds).await,
             Bench::Reuse { requests, health, host } => {

@@ -105,7 +105,7 @@ pub fn pgbench_script(hot: bool, sql: Sql) -> String {
     format!("{pick}\\set cents random(1, 100)\n{};\n", sql.statement())
 }
 
-fn uuid(prefix: &str, n: usize) -> String {
+pub fn uuid(prefix: &str, n: usize) -> String {
     format!("00000000-0000-4000-{prefix}-{n:012}")
 }
 
