@@ -4,13 +4,17 @@
 //! contract version it is built against (`wasmpay-policy` for the current one, `policy-pass`
 //! for 0.1.0); it is empty on any other target, where plugins are unit-tested.
 //!
-//! A plugin instance lives for one request, so the allocator only bumps: freed memory
-//! comes back when the instance is dropped.
+//! A plugin instance lives as long as the transfers instance it is composed into — one
+//! request for a WASIp2 build, up to `--max-instance-reuse-count` requests (128 with
+//! wasmpay's flags) for the WASIp3 one — so the allocator only bumps: freed memory comes
+//! back when the instance is dropped, and what a plugin allocates grows with the requests
+//! its instance serves.
 //!
 //! # Memory
 //!
-//! Spin instantiates every plugin for every request, and resets each instance's linear
-//! memory when the request ends: a plugin's memory is paid for per posting, page by page.
+//! Spin instantiates every plugin with the component it is composed into, and resets each
+//! instance's linear memory when the instance ends: a plugin's memory is paid for page by
+//! page.
 //! A plugin's `build.rs` asks for a 16 KiB stack (`cargo::rustc-link-arg-cdylib=-zstack-size=16384`)
 //! instead of the linker's 1 MiB, which a rule that parses a setting and compares two
 //! decimals never comes near; the stack comes first, so an overflow traps instead of
