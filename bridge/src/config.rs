@@ -204,6 +204,11 @@ pub struct RelayArgs {
     /// How often a listening (idle) relay reads the outbox (milliseconds), notified or not.
     #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 1_000)]
     pub relay_poll_interval_ms: u64,
+    /// How often an idle relay reads the outbox on Citus (milliseconds), where no writer
+    /// notifies it: a NOTIFY would stay on the worker that ran it.
+    #[arg(long, env = "RELAY_DISTRIBUTED_POLL_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub relay_distributed_poll_ms: u64,
     /// How often a standby tries to become the leader (milliseconds).
     #[arg(long, env = "RELAY_LEADER_RETRY_MS", default_value_t = 1_000)]
     pub relay_leader_retry_ms: u64,
@@ -229,6 +234,10 @@ pub struct RelayArgs {
 impl RelayArgs {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.relay_poll_interval_ms)
+    }
+
+    pub fn distributed_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_distributed_poll_ms)
     }
 
     pub fn leader_retry(&self) -> Duration {

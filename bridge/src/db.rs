@@ -104,6 +104,18 @@ impl Database {
 }
 
 /// Connects; the connection is driven on a background task.
+/// Whether the database is a Citus coordinator's (the `citus` extension is installed).
+pub async fn is_distributed(client: &Client) -> anyhow::Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+            &[],
+        )
+        .await
+        .context("cannot tell whether the database is distributed")?;
+    Ok(row.get(0))
+}
+
 pub async fn connect(database: &Database) -> anyhow::Result<Client> {
     database.open(None).await
 }

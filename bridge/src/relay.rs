@@ -24,6 +24,13 @@
 //! every mark has landed before a read starts again from the lowest unpublished row, so
 //! no acknowledged row is sent twice for want of its mark.
 //!
+//! On Citus (the `citus` extension is installed) nothing notifies: a NOTIFY would stay on
+//! the worker that ran it, and the outbox's trigger is gone (migrations/V13). The leader reads
+//! through the coordinator, which asks every shard for its lowest unpublished rows, every
+//! `AWAKE_POLL` while events come and every `RELAY_DISTRIBUTED_POLL_MS` when idle. Positions
+//! come from the coordinator's sequence, so the same rescans keep late commits from being
+//! skipped. Rows are marked and pruned by event id, which is the key they are distributed by.
+//!
 //! While it leads, the process also sweeps expired holds (`crate::sweeper`) on a connection
 //! of its own; the sweeper stops when the leadership ends, and its failures never end it.
 
@@ -248,6 +255,7 @@ async fn lead(
     // Whether writers notify: not while this leader polls.
     let mut listening = false;
     set_listening(client, false).await?;
+    let distributed = db::is_distributed(client).await?;
     let mut last_events_at = Instant::now();
     loop {
         // A failed mark ends the leadership (its rows are still unpublished and go out
@@ -306,6 +314,17 @@ async fn lead(
                 if !refused {
                     continue;
                 }
+            } else if in_flight.is_empty() && distributed {
+                let pause = if last_events_at.elapsed() < LISTEN_AFTER {
+                    AWAKE_POLL
+                } else {
+                    args.distributed_poll()
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                continue;
             } else if in_flight.is_empty() && !listening {
                 if last_events_at.elapsed() < LISTEN_AFTER {
                     tokio::select! {
@@ -410,11 +429,11 @@ async fn set_listening(client: &Client, listening: bool) -> anyhow::Result<()> {
 }
 
 /// Marks the rows the broker acknowledged as published, and counts them relayed.
-fn mark<'a>(marker: &'a Client, metrics: &'a Metrics, acknowledged: Vec<i64>) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+fn mark<'a>(marker: &'a Client, metrics: &'a Metrics, acknowledged: Vec<uuid::Uuid>) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
     Box::pin(async move {
         marker
             .execute(
-                "UPDATE outbox.events SET published_at = now() AT TIME ZONE 'UTC' WHERE position = ANY($1)",
+                "UPDATE outbox.events SET published_at = now() AT TIME ZONE 'UTC' WHERE id = ANY($1)",
                 &[&acknowledged],
             )
             .await
@@ -454,7 +473,7 @@ async fn fetch(client: &Client, limit: i64, cursor: Option<i64>) -> anyhow::Resu
 /// A batch handed to the producer: the deliveries to await, and a refusal to queue (the
 /// rows after it were not queued).
 struct InFlight {
-    pending: Vec<(i64, DeliveryFuture)>,
+    pending: Vec<(uuid::Uuid, DeliveryFuture)>,
     failure: Option<String>,
 }
 
@@ -480,7 +499,7 @@ fn queue(producer: &WatchedProducer, prefix: &str, batch: &[OutboxRow]) -> InFli
             .payload(row.payload.as_bytes())
             .headers(headers);
         match producer.send_result(record) {
-            Ok(delivery) => pending.push((row.position, delivery)),
+            Ok(delivery) => pending.push((row.id, delivery)),
             Err((e, _)) => {
                 failure = Some(format!("cannot queue event {}: {e}", row.id));
                 break;
@@ -491,14 +510,14 @@ fn queue(producer: &WatchedProducer, prefix: &str, batch: &[OutboxRow]) -> InFli
 }
 
 /// Waits for every acknowledgement of a batch in flight — or for the loss of every broker
-/// connection; returns the acknowledged positions and the first failure.
-async fn settle(batch: InFlight, outage: &Outage) -> (Vec<i64>, Option<String>) {
+/// connection; returns the acknowledged events' ids and the first failure.
+async fn settle(batch: InFlight, outage: &Outage) -> (Vec<uuid::Uuid>, Option<String>) {
     let InFlight { pending, mut failure } = batch;
     let mut acknowledged = Vec::with_capacity(pending.len());
     let deliveries = async {
-        for (position, delivery) in pending {
+        for (id, delivery) in pending {
             match delivery.await {
-                Ok(Ok(_)) => acknowledged.push(position),
+                Ok(Ok(_)) => acknowledged.push(id),
                 Ok(Err((e, _))) => {
                     failure.get_or_insert_with(|| format!("the broker did not acknowledge: {e}"));
                 }
@@ -537,15 +556,16 @@ async fn refresh_backlog(client: &Client, metrics: &Metrics) -> anyhow::Result<(
 /// bounded batches.
 async fn prune(client: &Client, retention_hours: u64) -> anyhow::Result<()> {
     let retention_hours = i64::try_from(retention_hours).unwrap_or(i64::MAX);
-    let published = "DELETE FROM outbox.events WHERE position IN (
-                         SELECT position FROM outbox.events
+    let published = "DELETE FROM outbox.events WHERE id IN (
+                         SELECT id FROM outbox.events
                          WHERE published_at < (now() AT TIME ZONE 'UTC') - $1::int8 * interval '1 hour'
                          ORDER BY position LIMIT $2)";
     prune_rounds(client, published, &[&retention_hours, &PRUNE_BATCH]).await?;
-    let expired_keys = "DELETE FROM ledger.idempotency_keys WHERE ctid = ANY (ARRAY(
-                            SELECT ctid FROM ledger.idempotency_keys
+    // By key, not by `ctid`, which is unique only within one shard on Citus.
+    let expired_keys = "DELETE FROM ledger.idempotency_keys WHERE (user_id, key) IN (
+                            SELECT user_id, key FROM ledger.idempotency_keys
                             WHERE expires_at < (now() AT TIME ZONE 'UTC')
-                            LIMIT $1))";
+                            LIMIT $1)";
     prune_rounds(client, expired_keys, &[&PRUNE_BATCH]).await
 }
 

@@ -109,7 +109,8 @@ async fn another_users_wallet_does_not_exist_for_you() {
 async fn settlement_accounts_are_never_visible() {
     let app = TestApp::spawn().await;
     let user = signed_up(&app, "settlement").await;
-    open_wallet(&app, &user, "JPY").await;
+    // The currency's settlement account opens with its first deposit.
+    crate::money::funded_wallet(&app, &user, "JPY", "500").await;
     let settlement: String = app
         .sql()
         .await

@@ -114,6 +114,17 @@ impl TestApp {
         Self::serving(db, server)
     }
 
+    /// Starts the app on a database the test made itself.
+    pub async fn spawn_on(db: Database) -> Self {
+        let server = Server::start(Self::config(&db)).await.unwrap_or_else(|e| {
+            panic!(
+                "the application did not start under {:?}: {e:#}",
+                Runtime::current()
+            )
+        });
+        Self::serving(db, server)
+    }
+
     /// A test app around a server the test started itself.
     pub fn serving(db: Database, server: Server) -> Self {
         Self {

@@ -202,7 +202,7 @@ fn read_topics(brokers: &str, topics: &[String], expected: usize, limit: Duratio
 }
 
 /// Asserts every event of `ids` reached the ledger topic; returns how many extra copies did.
-async fn published_once_or_more(config: &BridgeConfig, ids: &[String]) -> usize {
+pub(crate) async fn published_once_or_more(config: &BridgeConfig, ids: &[String]) -> usize {
     let topics = vec![config.topic("ledger")];
     let seen = tokio::task::spawn_blocking({
         let brokers = config.brokers.clone();
@@ -245,7 +245,10 @@ async fn write_deposit_events(app: &TestApp, count: usize, per_transaction: usiz
 }
 
 /// Inserts one ledger event in `transaction`, left to the caller to commit; its id.
-async fn insert_event(transaction: &tokio_postgres::Transaction<'_>, aggregate_id: &str) -> String {
+pub(crate) async fn insert_event(
+    transaction: &tokio_postgres::Transaction<'_>,
+    aggregate_id: &str,
+) -> String {
     transaction
         .query_one(
             "INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)

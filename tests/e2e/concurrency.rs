@@ -319,6 +319,14 @@ async fn close_and_posting_wait_for_each_other() {
         )
         .await
         .unwrap();
+    // What the close does besides (components/accounts/src/close.rs).
+    session
+        .execute(
+            "DELETE FROM accounts.owner_wallets WHERE account_id = $1::text::uuid",
+            &[&target],
+        )
+        .await
+        .unwrap();
     let ((refused, answered_at), committing_at) = tokio::join!(
         async {
             let reply = app

@@ -1,8 +1,9 @@
 //! What can be checked here of `deploy/` without Docker or Kubernetes: every Kubernetes
 //! manifest against the vendored Kubernetes 1.33 schemas (and SpinApp against its schema),
-//! the Kustomize layout, the variables and settings the manifests name against those
-//! spin.toml declares and the bridge reads, and the Dockerfiles against the builds they
-//! stand for.
+//! the Compose files against the Compose Specification, the Kustomize layout, the variables
+//! and settings the manifests name against those spin.toml declares and the bridge reads,
+//! the Citus stack's wiring (the application on the coordinator, every node configured and
+//! registered before the migration), and the Dockerfiles against the builds they stand for.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -312,6 +313,251 @@ fn the_manifests_configure_the_bridge_with_settings_it_reads() {
         }
     }
     assert!(checked > 10, "{checked} settings checked");
+}
+
+/// `deploy/compose.yaml` and the Citus override that goes with it.
+fn compose_files() -> [PathBuf; 2] {
+    [
+        deploy().join("compose.yaml"),
+        deploy().join("citus/compose.yaml"),
+    ]
+}
+
+#[test]
+fn the_compose_files_validate_against_the_compose_specification() {
+    let schema: Value =
+        serde_json::from_str(&read(&deploy().join("schemas/compose/compose-spec.json"))).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for path in compose_files() {
+        let file = &yaml_documents(&path)[0];
+        let problems: Vec<String> = validator
+            .iter_errors(file)
+            .map(|e| format!("{} at {}: {e}", path.display(), e.instance_path()))
+            .collect();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+    let mut typo = yaml_documents(&deploy().join("citus/compose.yaml"))[0].clone();
+    let migrate = typo["services"]["migrate"].as_object_mut().unwrap();
+    let depends_on = migrate.remove("depends_on").unwrap();
+    migrate.insert("depends_onn".to_owned(), depends_on);
+    assert!(!validator.is_valid(&typo), "an unknown service key passed");
+}
+
+/// The Compose files laid over one another as Compose merges an override: mappings key by
+/// key, anything else replaced. (Compose merges a few sequences by key, `volumes` by mount
+/// target; the override's sequences are whole command lines and a node's one data volume,
+/// where both rules give the same result.)
+fn merged_compose(paths: &[PathBuf]) -> Value {
+    fn lay_over(base: &mut Value, over: &Value) {
+        match (base, over) {
+            (Value::Object(base), Value::Object(over)) => {
+                for (key, value) in over {
+                    lay_over(base.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+            (base, over) => *base = over.clone(),
+        }
+    }
+    let mut merged = Value::Null;
+    for path in paths {
+        lay_over(&mut merged, &yaml_documents(path)[0]);
+    }
+    merged
+}
+
+/// The node names a script passes to `function('<name>', 5432)`.
+fn node_arguments<'a>(script: &'a str, function: &str) -> Vec<&'a str> {
+    script
+        .split(format!("{function}('").as_str())
+        .skip(1)
+        .map(|rest| {
+            let (name, after) = rest.split_once('\'').unwrap();
+            assert!(
+                after.starts_with(", 5432)"),
+                "{function}('{name}'{after}…: every node listens on 5432"
+            );
+            name
+        })
+        .collect()
+}
+
+/// `-c name=value` settings of a `postgres` command line.
+fn server_settings(command: &Value) -> BTreeMap<String, String> {
+    let words: Vec<&str> = command
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    words
+        .windows(2)
+        .filter(|pair| pair[0] == "-c")
+        .map(|pair| {
+            let (name, value) = pair[1].split_once('=').unwrap();
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn on_citus_the_application_reaches_the_coordinator_only_and_every_node_is_ready_before_the_migration()
+ {
+    let compose = merged_compose(&compose_files());
+    let services = compose["services"].as_object().unwrap();
+    let init = &services["citus-init"];
+    let script: String = init["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line.as_str().unwrap())
+        .collect();
+    let [coordinator] = node_arguments(&script, "citus_set_coordinator_host")[..] else {
+        panic!("citus-init sets the coordinator's host once: {script}")
+    };
+    let registered: BTreeSet<&str> = node_arguments(&script, "citus_add_node")
+        .into_iter()
+        .collect();
+    assert!(
+        registered.len() >= 2,
+        "citus-init registers {registered:?}: two workers at least"
+    );
+    let nodes: BTreeMap<&String, &Value> = services
+        .iter()
+        .filter(|(_, service)| {
+            service["image"]
+                .as_str()
+                .is_some_and(|image| image.starts_with("citusdata/citus:"))
+                && service["command"][0] == "postgres"
+        })
+        .collect();
+    for node in registered.iter().chain([&coordinator]) {
+        assert!(
+            nodes.keys().any(|name| name == node),
+            "{node} is no Citus node of the stack"
+        );
+    }
+
+    // Every database URL the stack gives, and the one host Spin lets the components reach.
+    let coordinator_address = format!("{coordinator}:5432");
+    let mut urls = Vec::new();
+    for (name, service) in services {
+        for (key, value) in service["environment"].as_object().into_iter().flatten() {
+            if let Some(url) = value.as_str().filter(|v| v.starts_with("postgres://")) {
+                assert_eq!(
+                    host_port(url),
+                    coordinator_address,
+                    "{name}'s {key} must name the coordinator"
+                );
+                urls.push(url);
+            }
+        }
+    }
+    assert_eq!(
+        urls.len(),
+        3,
+        "the migration's, the bridge's and the components' URLs"
+    );
+    assert_eq!(
+        services["spin"]["environment"]["SPIN_VARIABLE_DB_HOST"],
+        coordinator_address.as_str()
+    );
+    let database = urls[0]
+        .split('/')
+        .nth(3)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+
+    let mut data_volumes = BTreeSet::new();
+    for (name, node) in &nodes {
+        let settings = server_settings(&node["command"]);
+        let setting = |key: &str| settings.get(key).map(String::as_str);
+        assert!(
+            setting("shared_preload_libraries")
+                .is_some_and(|libraries| libraries.split(',').any(|l| l.trim() == "citus")),
+            "{name} does not load citus"
+        );
+        let max_connections: u32 = setting("max_connections").unwrap_or("100").parse().unwrap();
+        let max_prepared: u32 = setting("max_prepared_transactions")
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        assert!(
+            max_prepared >= max_connections,
+            "{name}: a transaction across workers commits in two phases, from any connection"
+        );
+        assert_eq!(
+            setting("wal_level"),
+            Some("logical"),
+            "{name}: shards move online by logical replication"
+        );
+        let environment = &node["environment"];
+        assert_eq!(
+            environment["POSTGRES_DB"], database,
+            "{name}: the image creates the citus extension in POSTGRES_DB"
+        );
+        assert_eq!(
+            environment["PGPASSWORD"], environment["POSTGRES_PASSWORD"],
+            "{name} cannot connect to the other nodes"
+        );
+        let health: Vec<&str> = node["healthcheck"]["test"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            health.contains(&"pg_isready") && health.contains(&"-h"),
+            "{name}: ready over TCP, not the init-time socket"
+        );
+        let volume = node["volumes"][0]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap();
+        assert!(
+            data_volumes.insert(volume),
+            "{name} shares the data volume {volume}"
+        );
+        if *name != coordinator {
+            let on_demand = node["profiles"]
+                .as_array()
+                .is_some_and(|profiles| !profiles.is_empty());
+            assert_eq!(
+                registered.contains(name.as_str()),
+                !on_demand,
+                "{name}: a worker the stack starts is registered by citus-init, one started on demand by hand"
+            );
+        }
+    }
+
+    for node in registered.iter().chain([&coordinator]) {
+        assert!(
+            script
+                .lines()
+                .any(|line| line.contains(&format!("-h {node} "))
+                    && line.contains("CREATE EXTENSION IF NOT EXISTS citus")),
+            "citus-init does not create the extension on {node}"
+        );
+        assert_eq!(
+            init["depends_on"][node]["condition"], "service_healthy",
+            "citus-init starts before {node} is ready"
+        );
+    }
+    assert_eq!(
+        services["migrate"]["depends_on"]["citus-init"]["condition"],
+        "service_completed_successfully",
+        "the migration distributes the tables over the workers registered before it"
+    );
+    for service in ["bridge", "spin"] {
+        assert_eq!(
+            services[service]["depends_on"]["migrate"]["condition"],
+            "service_completed_successfully",
+            "{service}"
+        );
+    }
 }
 
 /// The instructions of one Dockerfile stage, continuation lines joined.

@@ -9,6 +9,7 @@ mod users;
 mod accounts;
 mod bridge;
 mod browser;
+mod citus;
 mod concurrency;
 mod contract;
 mod database_tls;

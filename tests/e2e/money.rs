@@ -60,7 +60,7 @@ pub async fn assert_books_balance(app: &TestApp) {
         .map(|row| format!("{}: {} violations", row.get::<_, String>(0), row.get::<_, i64>(1)))
         .collect();
     assert!(broken.is_empty(), "the books do not balance:\n{}", broken.join("\n"));
-    assert_eq!(rows.len(), 10, "every invariant was checked");
+    assert_eq!(rows.len(), 11, "every invariant was checked");
 }
 
 pub async fn count(app: &TestApp, sql: &str) -> i64 {

@@ -16,6 +16,8 @@
 //!   installed, else under the wasmpay host, and — when `tansu` is installed (or
 //!   `KAFKA_BROKERS` is set) — a Kafka-protocol broker and the bridge, printing the
 //!   notifications it would send to Novu. Ctrl-C stops everything it started.
+//! - `schema`: `migrations/schema.sql`, the schema the migrations build as pg_dump prints
+//!   it (`wasmpay_test_support::schema`), from a throwaway PostgreSQL migrated by the bridge.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,9 +27,9 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use wasmpay_dburl::DatabaseUrl;
 use wasmpay_test_support::{
-    cluster::LocalCluster,
+    cluster::{self, LocalCluster},
     paths::{self, COMPONENTS, RUST_POLICIES, TEST_POLICIES},
-    spin,
+    schema, spin,
 };
 
 fn main() -> ExitCode {
@@ -38,8 +40,9 @@ fn main() -> ExitCode {
         "build" => build(),
         "test" => build().and_then(|()| test(&rest)),
         "up" => up(),
+        "schema" => write_schema(),
         _ => {
-            eprintln!("usage: cargo xtask <build | test [cargo test args…] | up>");
+            eprintln!("usage: cargo xtask <build | test [cargo test args…] | up | schema>");
             return ExitCode::from(2);
         }
     };
@@ -168,22 +171,68 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             chromium.display()
         );
     }
-    step("running the test suite (end-to-end tests under wasmpay-host)");
-    run(cargo().arg("test").args(args).env("WASMPAY_E2E_RUNTIME", "host"))?;
+    step("running the test suite (end-to-end tests under wasmpay-host, on PostgreSQL)");
+    run(cargo().arg("test").args(with_test_args(args, &["--skip", "citus::"])).env("WASMPAY_E2E_RUNTIME", "host"))?;
     let Some(spin) = spin::binary() else {
         eprintln!(
             "\x1b[1mSpin CLI not found ($SPIN, PATH, ../shared/bin/spin): the end-to-end tests ran under wasmpay-host only\x1b[0m"
         );
         return Ok(());
     };
-    step(&format!("running the end-to-end tests under real Spin ({})", spin.display()));
+    step(&format!("running the end-to-end tests under real Spin ({}), on PostgreSQL", spin.display()));
     // The whole workspace selected, as in the first pass, so features resolve the same
     // way and nothing is rebuilt; only the end-to-end test target runs.
     run(cargo()
         .args(["test", "--workspace", "--test", "e2e"])
-        .args(args)
+        .args(with_test_args(args, &["--skip", "citus::"]))
         .env("WASMPAY_E2E_RUNTIME", "spin")
+        .env("SPIN", &spin))?;
+    if !wasmpay_test_support::citus::installed() {
+        anyhow::ensure!(
+            std::env::var_os("WASMPAY_REQUIRE_CITUS").is_none(),
+            "Citus is not installed and WASMPAY_REQUIRE_CITUS is set: the Citus pass cannot run"
+        );
+        eprintln!(
+            "\x1b[1mCitus not installed in {} (.ci/run installs it from ../shared/citus): the Citus pass did not run\x1b[0m",
+            wasmpay_test_support::cluster::pg_bin_dir().map(|dir| dir.display().to_string()).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    step("running the end-to-end tests under real Spin on a three-node Citus cluster (identity, wallets, transfers, holds, the storm, policies, the bridge, rebalancing)");
+    run(cargo()
+        .args(["test", "--workspace", "--test", "e2e"])
+        .args(with_test_args(args, CITUS_PASS))
+        .env("WASMPAY_E2E_RUNTIME", "spin")
+        .env("WASMPAY_E2E_DATABASE", "citus")
         .env("SPIN", spin))
+}
+
+/// What the Citus pass runs: the tests of what Citus changes (every statement of the
+/// components and the ledger, the relay) and the Citus tests themselves; not the tests of
+/// plain PostgreSQL's relay wake-up, which Citus has no use for.
+const CITUS_PASS: &[&str] = &[
+    "identity::", "users::", "sessions::", "accounts::", "transfers::", "holds::", "concurrency::", "policies::",
+    "bridge::", "citus::",
+    "--skip", "bridge::an_idle_relay_is_woken_by_the_next_commit_and_misses_none_while_it_falls_asleep",
+];
+
+/// `args` (cargo's, then the test binaries' after `--`) with `extra` for the test binaries.
+/// Filters given on the command line replace a pass's own.
+fn with_test_args(args: &[String], extra: &[&str]) -> Vec<String> {
+    let mut all: Vec<String> = args.to_vec();
+    let user_filters = all.iter().position(|a| a == "--").is_some_and(|i| all[i + 1..].iter().any(|a| !a.starts_with('-')));
+    if !all.iter().any(|a| a == "--") {
+        all.push("--".into());
+    }
+    for arg in extra {
+        // A pass's own filters give way to the caller's; its skips stay.
+        let is_filter = !arg.starts_with("--") && !all.last().is_some_and(|last| last == "--skip");
+        if is_filter && user_filters {
+            continue;
+        }
+        all.push((*arg).to_owned());
+    }
+    all
 }
 
 fn on_path(program: &str) -> bool {
@@ -233,11 +282,8 @@ fn serve(root: &Path, database_url: &str, listen: &str) -> anyhow::Result<()> {
     } else {
         build()?;
     }
-    step("migrating the database");
     let target = target_dir()?;
-    run(Command::new(target.join("debug/bridge"))
-        .arg("migrate")
-        .env("DATABASE_URL", database_url))?;
+    migrate(&target, database_url)?;
 
     let secrets = local_secrets(root)?;
     let _events = match events(root, &target, database_url, &secrets)? {
@@ -393,6 +439,54 @@ fn db_host(database_url: &str) -> anyhow::Result<String> {
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     Ok(format!("{host}:{port}"))
+}
+
+/// Applies migrations/ with the bridge this checkout built.
+fn migrate(target: &Path, database_url: &str) -> anyhow::Result<()> {
+    step("migrating the database (bridge migrate)");
+    run(Command::new(target.join("debug/bridge"))
+        .arg("migrate")
+        .env("DATABASE_URL", database_url))
+}
+
+/// Writes the schema snapshot. Its database is always a throwaway cluster of the server
+/// binaries pg_dump comes with, never `DATABASE_URL`: the snapshot must not depend on
+/// which server a developer points at.
+fn write_schema() -> anyhow::Result<()> {
+    let root = repo_root();
+    step("building the bridge");
+    run(cargo().args(["build", "-p", "bridge"]))?;
+    let target = target_dir()?;
+    let dir = std::env::temp_dir().join(format!("wasmpay-schema-{}", std::process::id()));
+    step(&format!(
+        "starting a throwaway PostgreSQL in {}",
+        dir.display()
+    ));
+    let cluster = LocalCluster::start(&dir, cluster::free_port()?, &["fsync=off"])?;
+    let dumped = create_database(&cluster.url("postgres"), "wasmpay")
+        .and_then(|()| migrate(&target, &cluster.url("wasmpay")))
+        .and_then(|()| {
+            step("dumping the schema (pg_dump --schema-only)");
+            schema::dump(&cluster.url("wasmpay"))
+        });
+    step("stopping PostgreSQL");
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let dumped = dumped?;
+
+    let path = root.join(schema::SNAPSHOT);
+    // Rewritten only when it changed: the bridge rebuilds when anything in migrations/ does.
+    if std::fs::read_to_string(&path).is_ok_and(|current| current == dumped) {
+        eprintln!("{} is up to date", schema::SNAPSHOT);
+        return Ok(());
+    }
+    std::fs::write(&path, &dumped).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "wrote {} ({} lines)",
+        schema::SNAPSHOT,
+        dumped.lines().count()
+    );
+    Ok(())
 }
 
 fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {

@@ -11,9 +11,16 @@ use wasmpay_common::{
     time,
 };
 
-/// `a.` columns, in the order [`AccountView::from_row`] reads them. What its active holds
-/// reserve is the ledger's to say (migrations/V12__holds.sql).
-pub const ACCOUNT_COLUMNS: &str = "a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at, ledger.held(a.id)";
+/// `a.` columns, in the order [`AccountView::from_row`] reads them, ending with what its
+/// active holds reserve (as `ledger.held`, migrations/V13; read here in the query, which on
+/// Citus runs on the wallet's shard, where the holds on its money are).
+pub const ACCOUNT_COLUMNS: &str = "a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at,
+     (SELECT sum(h.amount) FROM ledger.holds h
+      WHERE h.payer_account_id = a.id AND h.status = 'pending'
+        AND h.expires_at > clock_timestamp() AT TIME ZONE 'UTC')";
+
+/// The same for a wallet just opened or just closed (balance zero): nothing is on hold.
+pub const EMPTY_ACCOUNT_COLUMNS: &str = "a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at, 0::numeric";
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,7 +47,7 @@ impl AccountView {
             reason: e.to_string(),
         })?;
         let balance: Decimal = db::get(row, 2)?;
-        let held: Decimal = db::get(row, 6)?;
+        let held = db::get::<Option<Decimal>>(row, 6)?.unwrap_or_default();
         Ok(Self {
             id: db::get(row, 0)?,
             currency: code,

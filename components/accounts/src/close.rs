@@ -14,7 +14,7 @@ use wasmpay_common::{
     router::Params,
 };
 
-use crate::account::{ACCOUNT_COLUMNS, AccountView};
+use crate::account::{AccountView, EMPTY_ACCOUNT_COLUMNS};
 
 pub async fn handle(request: Request, params: Params) -> Result<Response, Problem> {
     let caller = auth::authenticate(&request).await?;
@@ -24,7 +24,7 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
     let row = db
         .query_opt(
             &Query::with(
-                &format!("target AS (
+                &format!("target AS MATERIALIZED (
                      SELECT a.id, a.status, a.balance FROM accounts.accounts a
                      WHERE a.id = $1 AND a.owner_id = $2
                  ), a AS (
@@ -33,13 +33,16 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
                          updated_at = now() AT TIME ZONE 'UTC', version = version + 1
                      WHERE a.id = $1 AND a.owner_id = $2 AND a.status = 'active' AND a.balance = 0
                      RETURNING a.*
+                 ), released AS (
+                     DELETE FROM accounts.owner_wallets
+                     WHERE owner_id = $2 AND account_id = $1 AND EXISTS (SELECT 1 FROM a)
                  ), event AS (
                      INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
                      SELECT $3, 'accounts', id::text, 'account.closed',
                             jsonb_build_object('accountId', id, 'ownerId', owner_id, 'currency', currency)
                      FROM a
                  )"),
-                &format!("SELECT EXISTS (SELECT 1 FROM a), t.status, {ACCOUNT_COLUMNS}
+                &format!("SELECT EXISTS (SELECT 1 FROM a), t.status, {EMPTY_ACCOUNT_COLUMNS}
                  FROM target t LEFT JOIN a ON true"),
             ),
             &[id.into(), caller.user_id.into(), Uuid::now_v7().into()],

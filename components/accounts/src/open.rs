@@ -1,5 +1,8 @@
-//! `POST /accounts {currency}`: opens a wallet, creating the currency's settlement account
-//! on first use, with the `account.opened` event in the same statement.
+//! `POST /accounts {currency}`: opens a wallet, with the `account.opened` event in the same
+//! statement. The owner's one active wallet of a currency is claimed in
+//! `accounts.owner_wallets` first, and the wallet's id is drawn on its owner's shard
+//! (`accounts.id_on_shard_of`; the id as given on one PostgreSQL server). The currency's
+//! settlement account is opened by its first deposit or withdrawal.
 
 use serde::Deserialize;
 use uuid::Uuid;
@@ -12,7 +15,7 @@ use wasmpay_common::{
     router::Params,
 };
 
-use crate::account::{ACCOUNT_COLUMNS, AccountView};
+use crate::account::{AccountView, EMPTY_ACCOUNT_COLUMNS};
 
 #[derive(Deserialize)]
 struct OpenBody {
@@ -46,14 +49,14 @@ pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
     let db = Db::connect_as(&caller).await?;
     let opened = db.query_opt(
         &Query::with(
-            &format!("settlement AS (
-                 INSERT INTO accounts.accounts (id, kind, currency, scale)
-                 VALUES (gen_random_uuid(), 'settlement', $3, $5)
+            &format!("wallet AS (
+                 INSERT INTO accounts.owner_wallets (owner_id, currency, account_id)
+                 VALUES ($2, $3, accounts.id_on_shard_of($1, $2))
                  ON CONFLICT DO NOTHING
+                 RETURNING account_id
              ), a AS (
                  INSERT INTO accounts.accounts (id, kind, owner_id, currency, scale)
-                 VALUES ($1, 'user', $2, $3, $5)
-                 ON CONFLICT DO NOTHING
+                 SELECT account_id, 'user', $2, $3, $5 FROM wallet
                  RETURNING *
              ), event AS (
                  INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
@@ -61,7 +64,7 @@ pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
                         jsonb_build_object('accountId', id, 'ownerId', owner_id, 'currency', currency)
                  FROM a
              )"),
-            &format!("SELECT {ACCOUNT_COLUMNS} FROM a"),
+            &format!("SELECT {EMPTY_ACCOUNT_COLUMNS} FROM a"),
         ),
         &[
             account_id.into(),

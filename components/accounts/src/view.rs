@@ -53,14 +53,11 @@ pub async fn one(request: Request, params: Params) -> Result<Response, Problem> 
     let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
-            &Query::select(&format!("SELECT {ACCOUNT_COLUMNS},
-                    (SELECT COALESCE(jsonb_agg(ledger.hold_json(h) ORDER BY h.created_at DESC, h.id DESC), '[]')
-                     FROM (SELECT * FROM ledger.holds h
-                           WHERE (h.payer_account_id = a.id OR h.payee_account_id = a.id)
-                             AND h.status = 'pending' AND h.expires_at > clock_timestamp() AT TIME ZONE 'UTC'
-                           ORDER BY h.created_at DESC, h.id DESC
-                           LIMIT $3) h)
-                 FROM accounts.accounts a WHERE a.id = $1 AND a.owner_id = $2")),
+            &Query::call(
+                "SELECT a.id, a.currency, a.balance, a.status, a.created_at, a.closed_at,
+                    ledger.held(a.id), ledger.wallet_holds(a.id, $3)
+                 FROM accounts.owned_wallet($1, $2) a WHERE a.id IS NOT NULL",
+            ),
             &[id.into(), caller.user_id.into(), MAX_LISTED_HOLDS.into()],
         )
         .await?

@@ -14,19 +14,25 @@
 //! # Access tokens end with their session
 //!
 //! A connection opened for a caller ([`Db::connect_as`]) adds the session check to every
-//! query it runs: `identity.require_session(sid, sub)` joins the statement, which fails as a
-//! whole (writes included) with SQLSTATE 28000 when the token's session was revoked or has
-//! expired. The check costs no round trip; the caller gets 401 `invalid-token`, as for a
-//! bad signature. Work an authenticated request does on user data is therefore a
-//! [`Query`]; [`Db::execute`] is for statements made on no one's behalf (login failures).
+//! query it runs: the token's session (`sid`, `sub`) must be live, with a live refresh
+//! token, or the statement fails as a whole (writes included) with SQLSTATE 28000. The
+//! check costs no round trip; the caller gets 401 `invalid-token`, as for a bad signature.
+//! Work an authenticated request does on user data is therefore a [`Query`];
+//! [`Db::execute`] is for statements made on no one's behalf (login failures).
+//!
+//! On Citus a statement whose tables all live on one shard is sent whole to that shard's
+//! worker, where a function that reads other shards cannot run. So a query of tables
+//! ([`Query::select`], [`Query::with`]) reads the session itself, in a materialized CTE,
+//! and hands the answer to `identity.require_live_session`, which reads nothing; a call of
+//! the database's functions ([`Query::call`]), which names no table and so runs on the
+//! coordinator, calls `identity.require_session(sid, sub)`, which reads the session there.
 //!
 //! The check hangs on a row that always exists: the query is wrapped as
-//! `SELECT … FROM (SELECT identity.require_session(…)) AS session, (VALUES (1)) AS one
-//! LEFT JOIN (<the query>) AS found ON true`, so Postgres evaluates the check even when the
-//! query matches nothing (an empty side would let it skip the other), and the methods hand
-//! back only the matched rows. (The same shape once kept WASIp2 components off Spin
-//! 4.0.0–4.0.2's zero-row `query` hang, spinframework/spin issue 3671, which the
-//! asynchronous `query` of WASIp3 does not have.)
+//! `SELECT … FROM (<the check>) AS session, (VALUES (1)) AS one LEFT JOIN (<the query>) AS
+//! found ON true`, so Postgres evaluates the check even when the query matches nothing (an
+//! empty side would let it skip the other), and the methods hand back only the matched rows.
+//! (The same shape once kept WASIp2 components off Spin 4.0.0–4.0.2's zero-row `query` hang,
+//! spinframework/spin issue 3671, which the asynchronous `query` of WASIp3 does not have.)
 
 mod kept;
 
@@ -53,7 +59,7 @@ pub mod sqlstate {
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const DEADLOCK_DETECTED: &str = "40P01";
     pub const RAISE_EXCEPTION: &str = "P0001";
-    /// `identity.require_session`: the access token's session has ended.
+    /// `identity.require_session` or `require_live_session`: the access token's session has ended.
     pub const SESSION_ENDED: &str = "28000";
     /// `query_canceled`: the statement ran past `statement_timeout`.
     pub const QUERY_CANCELED: &str = "57014";
@@ -127,10 +133,14 @@ impl From<pg::Error> for DbError {
 impl From<DbError> for Problem {
     fn from(error: DbError) -> Self {
         if error.sqlstate() == Some(sqlstate::SESSION_ENDED) {
-            return auth::invalid_token("the session of this access token has ended; sign in again");
+            return auth::invalid_token(
+                "the session of this access token has ended; sign in again",
+            );
         }
         match &error {
-            DbError::Connect(_) => eprintln!("database error (check db_url, db_host and db_ca_cert): {error}"),
+            DbError::Connect(_) => {
+                eprintln!("database error (check db_url, db_host and db_ca_cert): {error}")
+            }
             _ => eprintln!("database error: {error}"),
         }
         if error.sqlstate() == Some(sqlstate::QUERY_CANCELED) {
@@ -165,7 +175,9 @@ impl Db {
         let lease = kept::Lease::take(target.clone(), || async {
             let connection = match &target.ca_root {
                 Some(pem) => {
-                    let options = pg::OpenOptions { ca_root: Some(pg::Certificate::Text(pem.clone())) };
+                    let options = pg::OpenOptions {
+                        ca_root: Some(pg::Certificate::Text(pem.clone())),
+                    };
                     Connection::open_with_options(&target.address, options).await
                 }
                 None => Connection::open(target.address.as_str()).await,
@@ -173,7 +185,10 @@ impl Db {
             configure(connection.map_err(DbError::from)?).await
         })
         .await?;
-        Ok(Self { lease, caller: None })
+        Ok(Self {
+            lease,
+            caller: None,
+        })
     }
 
     /// A connection for an authenticated caller: every query on it also checks that the
@@ -187,21 +202,34 @@ impl Db {
 
     /// A statement that returns no rows (`INSERT`, `UPDATE`, `DELETE` without `RETURNING`):
     /// the number of rows it affected.
-    pub async fn execute(&self, statement: &str, params: &[ParameterValue]) -> Result<u64, DbError> {
+    pub async fn execute(
+        &self,
+        statement: &str,
+        params: &[ParameterValue],
+    ) -> Result<u64, DbError> {
         let connection = self.lease.start();
-        let outcome = connection.execute(statement, params).await.map_err(DbError::from);
+        let outcome = connection
+            .execute(statement, params)
+            .await
+            .map_err(DbError::from);
         self.lease.finished(&outcome);
         outcome
     }
 
     /// Every row the query matched, in its order (none is an empty vector).
-    pub async fn query_all(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Vec<Row>, DbError> {
+    pub async fn query_all(
+        &self,
+        query: &Query<'_>,
+        params: &[ParameterValue],
+    ) -> Result<Vec<Row>, DbError> {
         let Some(caller) = &self.caller else {
             return self.rows(query.statement(), params.to_vec()).await;
         };
         let mut all = params.to_vec();
         all.extend([caller.session_id.into(), caller.user_id.into()]);
-        let rows = self.rows(query.session_checked(params.len() + 1), all).await?;
+        let rows = self
+            .rows(query.session_checked(params.len() + 1), all)
+            .await?;
         Ok(rows
             .into_iter()
             .filter(|row| matches!(row.first(), Some(DbValue::Boolean(true))))
@@ -210,19 +238,31 @@ impl Db {
     }
 
     /// The first row the query matched, if any.
-    pub async fn query_opt(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Option<Row>, DbError> {
+    pub async fn query_opt(
+        &self,
+        query: &Query<'_>,
+        params: &[ParameterValue],
+    ) -> Result<Option<Row>, DbError> {
         Ok(self.query_all(query, params).await?.into_iter().next())
     }
 
     /// The row a query must match.
-    pub async fn query_one(&self, query: &Query<'_>, params: &[ParameterValue]) -> Result<Row, DbError> {
+    pub async fn query_one(
+        &self,
+        query: &Query<'_>,
+        params: &[ParameterValue],
+    ) -> Result<Row, DbError> {
         self.query_opt(query, params)
             .await?
             .ok_or_else(|| DbError::Other("the query matched no row".into()))
     }
 
     /// Sends one statement and reads all its rows, then its outcome.
-    async fn rows(&self, statement: String, params: Vec<ParameterValue>) -> Result<Vec<Row>, DbError> {
+    async fn rows(
+        &self,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> Result<Vec<Row>, DbError> {
         let connection = self.lease.start();
         let outcome = async {
             let (_, rows, result) = connection.query(statement, params).await?.into_inner();
@@ -257,12 +297,16 @@ async fn target() -> Result<Rc<Target>, Problem> {
         return target.map_err(misconfigured);
     }
     let url = config::text("db_url").await?;
-    let ca_root = config::optional("db_ca_cert").await?.filter(|pem| !pem.trim().is_empty());
+    let ca_root = config::optional("db_ca_cert")
+        .await?
+        .filter(|pem| !pem.trim().is_empty());
     let target = DatabaseUrl::parse(&url)
         .and_then(|url| url.spin_address())
         .map(|address| Rc::new(Target { address, ca_root }))
         .map_err(|e| format!("db_url: {e}"));
-    TARGET.with(|cell| cell.get_or_init(|| target.clone()).clone()).map_err(misconfigured)
+    TARGET
+        .with(|cell| cell.get_or_init(|| target.clone()).clone())
+        .map_err(misconfigured)
 }
 
 /// The answer to every request while the database settings cannot work; the log says why.
@@ -299,17 +343,39 @@ const WRAPPER_COLUMNS: usize = 2;
 pub struct Query<'a> {
     with: Option<&'a str>,
     select: &'a str,
+    calls: bool,
 }
 
 impl<'a> Query<'a> {
-    /// A `SELECT` (or `VALUES`, or a `SELECT` from a function) on its own.
+    /// A `SELECT` (or `VALUES`) of tables on its own. It may call only functions that read no
+    /// table: on Citus it is sent to the workers of the shards it reads.
     pub fn select(select: &'a str) -> Self {
-        Self { with: None, select }
+        Self {
+            with: None,
+            select,
+            calls: false,
+        }
     }
 
-    /// `WITH <ctes> <select>`: `ctes` is the list after `WITH` (`a AS (…), b AS (…)`).
+    /// `WITH <ctes> <select>`: `ctes` is the list after `WITH` (`a AS (…), b AS (…)`). The
+    /// same rule as [`Query::select`].
     pub fn with(ctes: &'a str, select: &'a str) -> Self {
-        Self { with: Some(ctes), select }
+        Self {
+            with: Some(ctes),
+            select,
+            calls: false,
+        }
+    }
+
+    /// A `SELECT` from the database's own functions (the ledger's postings and look-ups),
+    /// naming no table itself: on Citus it runs on the coordinator, and the functions send
+    /// each of their statements to the shard it reads.
+    pub fn call(select: &'a str) -> Self {
+        Self {
+            with: None,
+            select,
+            calls: true,
+        }
     }
 
     /// The statement as written.
@@ -325,14 +391,38 @@ impl<'a> Query<'a> {
     /// that session has ended, and returns one row whatever matches (see the module
     /// documentation); `ordinal` keeps the query's own order through the join.
     pub fn session_checked(&self, session_params: usize) -> String {
-        let with = self.with.map(|ctes| format!("WITH {ctes}\n")).unwrap_or_default();
-        let n = session_params;
+        let (session, user) = (session_params, session_params + 1);
+        // A call reads the session through identity.require_session; a query of tables reads
+        // it itself (see the module documentation).
+        let (with, check) = if self.calls {
+            (
+                String::new(),
+                format!("SELECT 1 FROM identity.require_session(${session}, ${user})"),
+            )
+        } else {
+            let ctes = self
+                .with
+                .map(|ctes| format!("{ctes},\n"))
+                .unwrap_or_default();
+            (
+                format!(
+                    "WITH {ctes}session_check AS MATERIALIZED (
+                         SELECT EXISTS (
+                             SELECT 1 FROM identity.sessions s
+                             WHERE s.user_id = ${user} AND s.id = ${session} AND s.revoked_at IS NULL
+                               AND EXISTS (SELECT 1 FROM identity.refresh_tokens t
+                                           WHERE t.user_id = s.user_id AND t.session_id = s.id AND t.rotated_at IS NULL
+                                             AND t.expires_at > (now() AT TIME ZONE 'UTC'))) AS live
+                     )\n"
+                ),
+                "SELECT identity.require_live_session(live) FROM session_check".to_owned(),
+            )
+        };
         format!(
-            "{with}SELECT found.* FROM (SELECT identity.require_session(${n}, ${})) AS session, (VALUES (1)) AS one
+            "{with}SELECT found.* FROM ({check}) AS session, (VALUES (1)) AS one
              LEFT JOIN (SELECT true AS matched, row_number() OVER () AS ordinal, q.* FROM ({select}) AS q) AS found
              ON true
              ORDER BY found.ordinal",
-            n + 1,
             select = self.select
         )
     }
@@ -364,21 +454,43 @@ mod tests {
     #[test]
     fn queries_are_sent_as_written_or_with_the_session_check() {
         assert_eq!(Query::select("SELECT 1").statement(), "SELECT 1");
-        assert_eq!(Query::with("a AS (SELECT 1)", "SELECT * FROM a").statement(), "WITH a AS (SELECT 1)\nSELECT * FROM a");
+        assert_eq!(
+            Query::with("a AS (SELECT 1)", "SELECT * FROM a").statement(),
+            "WITH a AS (SELECT 1)\nSELECT * FROM a"
+        );
         let checked = Query::with("a AS (SELECT 1)", "SELECT * FROM a").session_checked(3);
-        assert!(checked.starts_with("WITH a AS (SELECT 1)\nSELECT found.* FROM (SELECT identity.require_session($3, $4)) AS session, (VALUES (1))"), "{checked}");
+        assert!(
+            checked.starts_with("WITH a AS (SELECT 1),\nsession_check AS MATERIALIZED ("),
+            "{checked}"
+        );
+        let call = Query::call("SELECT * FROM ledger.transfer($1)").session_checked(2);
+        assert!(
+            call.starts_with(
+                "SELECT found.* FROM (SELECT 1 FROM identity.require_session($2, $3)) AS session"
+            ),
+            "{call}"
+        );
+        assert!(
+            checked.contains("WHERE s.user_id = $4 AND s.id = $3 AND s.revoked_at IS NULL"),
+            "{checked}"
+        );
     }
 
     #[test]
     fn only_a_statement_s_own_sqlstate_leaves_the_connection_usable() {
-        let query = |code: &str| DbError::Query { code: code.into(), message: String::new() };
+        let query = |code: &str| DbError::Query {
+            code: code.into(),
+            message: String::new(),
+        };
         for own in ["23505", "40001", "57014", "28000", "P0001"] {
             assert!(!query(own).is_connection_failure(), "{own}");
         }
         for lost in ["08006", "57P01", "57P03"] {
             assert!(query(lost).is_connection_failure(), "{lost}");
         }
-        assert!(DbError::Other("Error { kind: Closed, cause: None }".into()).is_connection_failure());
+        assert!(
+            DbError::Other("Error { kind: Closed, cause: None }".into()).is_connection_failure()
+        );
         assert!(DbError::Connect("refused".into()).is_connection_failure());
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wasmpay_common::{
-    db::{self, Db, Param, Query},
+    db::{self, Db, Query},
     email::Email,
     http::{self, Request, Response},
     problem::{FieldError, Problem},
@@ -53,34 +53,24 @@ pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
     let settings = Settings::load().await?;
     let throttle_key = email_key_hash(email_key.as_deref().unwrap_or(&email.trim().to_lowercase()));
     let db = Db::connect().await?;
-    let attempt = db.query_one(
-        &Query::select("SELECT u.id, u.password_hash,
-                (SELECT count(*) FROM identity.login_failures f
-                 WHERE f.email_key = $1
-                   AND f.failed_at > (now() AT TIME ZONE 'UTC') - $3::int8 * interval '1 second'),
-                (SELECT ceil(extract(epoch FROM f.failed_at + $3::int8 * interval '1 second'
-                                                 - (now() AT TIME ZONE 'UTC')))::int8
-                 FROM identity.login_failures f
-                 WHERE f.email_key = $1
-                 ORDER BY f.failed_at DESC
-                 OFFSET $4::int8 - 1 LIMIT 1)
-         FROM (SELECT 1) AS one
-         LEFT JOIN identity.users u ON u.email_key = $2"),
-        &[
-            throttle_key.clone().into(),
-            email_key.map_or(Param::DbNull, Into::into),
-            settings.login_failure_window_secs.into(),
-            settings.login_max_failures.into(),
-        ],
-    )
-    .await?;
-    let user_id: Option<Uuid> = db::get(&attempt, 0)?;
-    let stored_hash: Option<String> = db::get(&attempt, 1)?;
-    let failures: i64 = db::get(&attempt, 2)?;
+    let (failures, retry_after) = recent_failures(&db, &throttle_key, &settings).await?;
     if failures >= settings.login_max_failures {
-        let retry_after: Option<i64> = db::get(&attempt, 3)?;
         return Err(throttled(retry_after));
     }
+    // The address's owner (identity.email_addresses), then the owner's password hash: each a
+    // look-up by the key its table is distributed by on Citus.
+    let account = match email_key {
+        Some(key) => db
+            .query_opt(
+                &Query::select("SELECT u.id, u.password_hash FROM identity.users u
+                 WHERE u.id = (SELECT a.user_id FROM identity.email_addresses a WHERE a.email_key = $1)"),
+                &[key.into()],
+            )
+            .await?,
+        None => None,
+    };
+    let user_id: Option<Uuid> = account.as_ref().map(|row| db::get(row, 0)).transpose()?;
+    let stored_hash: Option<String> = account.as_ref().map(|row| db::get(row, 1)).transpose()?;
     let matches = verify_password(&password, stored_hash.as_deref(), settings.bcrypt_cost);
     let Some(user_id) = user_id.filter(|_| matches) else {
         record_failure(&db, throttle_key, settings.login_failure_window_secs).await?;
@@ -99,15 +89,47 @@ pub fn throttled(retry_after_secs: Option<i64>) -> Problem {
     )
 }
 
-/// Counts a failed attempt, pruning a bounded batch of failures older than the window.
+/// The failed attempts for `throttle_key` within the window, and when the oldest one that
+/// counts toward the limit leaves it (seconds).
+pub async fn recent_failures(
+    db: &Db,
+    throttle_key: &[u8],
+    settings: &Settings,
+) -> Result<(i64, Option<i64>), Problem> {
+    let row = db
+        .query_one(
+            &Query::select(
+                "SELECT
+                (SELECT count(*) FROM identity.login_failures f
+                 WHERE f.email_key = $1
+                   AND f.failed_at > (now() AT TIME ZONE 'UTC') - $2::int8 * interval '1 second'),
+                (SELECT ceil(extract(epoch FROM f.failed_at + $2::int8 * interval '1 second'
+                                                 - (now() AT TIME ZONE 'UTC')))::int8
+                 FROM identity.login_failures f
+                 WHERE f.email_key = $1
+                 ORDER BY f.failed_at DESC
+                 OFFSET $3::int8 - 1 LIMIT 1)",
+            ),
+            &[
+                throttle_key.to_vec().into(),
+                settings.login_failure_window_secs.into(),
+                settings.login_max_failures.into(),
+            ],
+        )
+        .await?;
+    Ok((db::get(&row, 0)?, db::get(&row, 1)?))
+}
+
+/// Counts a failed attempt, pruning a bounded batch of failures older than the window (named
+/// by key and time, not by `ctid`, which is only unique within one shard on Citus).
 pub async fn record_failure(db: &Db, throttle_key: Vec<u8>, window_secs: i64) -> Result<(), Problem> {
     db.execute(
         "WITH expired AS (
              DELETE FROM identity.login_failures
-             WHERE ctid = ANY (ARRAY(
-                 SELECT ctid FROM identity.login_failures
+             WHERE (email_key, failed_at) IN (
+                 SELECT email_key, failed_at FROM identity.login_failures
                  WHERE failed_at < (now() AT TIME ZONE 'UTC') - $2::int8 * interval '1 second'
-                 LIMIT 100))
+                 LIMIT 100)
          )
          INSERT INTO identity.login_failures (email_key) VALUES ($1)",
         &[throttle_key.into(), window_secs.into()],

@@ -12,7 +12,7 @@ use wasmpay_common::{
 };
 
 use crate::{
-    login::{record_failure, throttled},
+    login::{recent_failures, record_failure, throttled},
     secrets::{Password, email_key_hash, verify_password},
     settings::Settings,
     users::{USER_COLUMNS, UserView, parse_full_name},
@@ -94,29 +94,18 @@ pub async fn change_password(request: Request, _: Params) -> Result<Response, Pr
     let db = Db::connect_as(&caller).await?;
     let account = db
         .query_opt(
-            &Query::select("SELECT u.password_hash, u.email_key,
-                    (SELECT count(*) FROM identity.login_failures f
-                     WHERE f.email_key = sha256(convert_to(u.email_key, 'UTF8'))
-                       AND f.failed_at > (now() AT TIME ZONE 'UTC') - $2::int8 * interval '1 second'),
-                    (SELECT ceil(extract(epoch FROM f.failed_at + $2::int8 * interval '1 second'
-                                                     - (now() AT TIME ZONE 'UTC')))::int8
-                     FROM identity.login_failures f
-                     WHERE f.email_key = sha256(convert_to(u.email_key, 'UTF8'))
-                     ORDER BY f.failed_at DESC
-                     OFFSET $3::int8 - 1 LIMIT 1)
-             FROM identity.users u WHERE u.id = $1"),
-            &[
-                caller.user_id.into(),
-                settings.login_failure_window_secs.into(),
-                settings.login_max_failures.into(),
-            ],
+            &Query::select(
+                "SELECT u.password_hash, u.email_key FROM identity.users u WHERE u.id = $1",
+            ),
+            &[caller.user_id.into()],
         )
         .await?
         .ok_or_else(user_gone)?;
     let stored_hash: String = db::get(&account, 0)?;
     let throttle_key = email_key_hash(&db::get::<String>(&account, 1)?);
-    if db::get::<i64>(&account, 2)? >= settings.login_max_failures {
-        return Err(throttled(db::get(&account, 3)?));
+    let (failures, retry_after) = recent_failures(&db, &throttle_key, &settings).await?;
+    if failures >= settings.login_max_failures {
+        return Err(throttled(retry_after));
     }
     if !verify_password(&current, Some(&stored_hash), settings.bcrypt_cost) {
         record_failure(&db, throttle_key, settings.login_failure_window_secs).await?;

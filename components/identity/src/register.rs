@@ -109,10 +109,14 @@ pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
     let db = Db::connect().await?;
     let created = db.query_opt(
         &Query::with(
-            &format!("u AS (
-                 INSERT INTO identity.users (id, email, email_key, full_name, password_hash)
-                 VALUES ($1, $2, $9, $3, $4)
+            &format!("address AS (
+                 INSERT INTO identity.email_addresses (email_key, user_id)
+                 VALUES ($9, $1)
                  ON CONFLICT (email_key) DO NOTHING
+                 RETURNING user_id
+             ), u AS (
+                 INSERT INTO identity.users (id, email, email_key, full_name, password_hash)
+                 SELECT user_id, $2, $9, $3, $4 FROM address
                  RETURNING *
              ), token AS (
                  INSERT INTO identity.email_verifications (token_hash, user_id, expires_at)

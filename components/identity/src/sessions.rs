@@ -69,8 +69,8 @@ pub async fn start(
              ), s AS (
                  INSERT INTO identity.sessions (id, user_id, user_agent) VALUES ($2, $3, $4) RETURNING id
              ), t AS (
-                 INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
-                 SELECT $5, id, (now() AT TIME ZONE 'UTC') + $6::int8 * interval '1 second' FROM s
+                 INSERT INTO identity.refresh_tokens (token_hash, user_id, session_id, expires_at)
+                 SELECT $5, $3, id, (now() AT TIME ZONE 'UTC') + $6::int8 * interval '1 second' FROM s
              )"),
             &format!("SELECT {USER_COLUMNS} FROM identity.users u WHERE u.id = $3"),
         ),
@@ -110,31 +110,45 @@ pub async fn refresh(request: Request, _: Params) -> Result<Response, Problem> {
     let settings = Settings::load().await?;
     let successor = new_token()?;
     let db = Db::connect().await?;
+    let hash = token_hash(&presented);
+    // Tokens are kept with their user (on Citus, on the user's shard): find whose it is,
+    // then lock it and its session there.
+    let Some(owner) = db
+        .query_opt(
+            &Query::select("SELECT user_id FROM identity.refresh_tokens WHERE token_hash = $1"),
+            &[hash.clone().into()],
+        )
+        .await?
+    else {
+        return Err(invalid_refresh_token("this refresh token is not valid"));
+    };
+    let owner: Uuid = db::get(&owner, 0)?;
     let outcome = db.query_opt(
         &Query::with(
             "presented AS (
              SELECT t.token_hash, t.session_id, s.user_id, t.rotated_at, s.revoked_at,
                     t.expires_at <= (now() AT TIME ZONE 'UTC') AS expired
              FROM identity.refresh_tokens t
-             JOIN identity.sessions s ON s.id = t.session_id
-             WHERE t.token_hash = $1
+             JOIN identity.sessions s ON s.user_id = t.user_id AND s.id = t.session_id
+             WHERE t.user_id = $4 AND t.token_hash = $1
              FOR UPDATE OF t, s
          ), rotated AS (
              UPDATE identity.refresh_tokens t SET rotated_at = now() AT TIME ZONE 'UTC'
              FROM presented p
-             WHERE t.token_hash = p.token_hash AND p.rotated_at IS NULL AND p.revoked_at IS NULL AND NOT p.expired
+             WHERE t.user_id = $4 AND t.token_hash = p.token_hash
+               AND p.rotated_at IS NULL AND p.revoked_at IS NULL AND NOT p.expired
              RETURNING t.session_id
          ), successor AS (
-             INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
-             SELECT $2, session_id, (now() AT TIME ZONE 'UTC') + $3::int8 * interval '1 second' FROM rotated
+             INSERT INTO identity.refresh_tokens (token_hash, user_id, session_id, expires_at)
+             SELECT $2, $4, session_id, (now() AT TIME ZONE 'UTC') + $3::int8 * interval '1 second' FROM rotated
          ), touched AS (
              UPDATE identity.sessions s SET last_used_at = now() AT TIME ZONE 'UTC'
-             FROM rotated r WHERE s.id = r.session_id
+             FROM rotated r WHERE s.user_id = $4 AND s.id = r.session_id
          ), reused AS (
              UPDATE identity.sessions s
              SET revoked_at = now() AT TIME ZONE 'UTC', revoked_reason = 'refresh-token-reuse'
              FROM presented p
-             WHERE s.id = p.session_id AND p.rotated_at IS NOT NULL AND p.revoked_at IS NULL
+             WHERE s.user_id = $4 AND s.id = p.session_id AND p.rotated_at IS NOT NULL AND p.revoked_at IS NULL
          )",
             "SELECT CASE
                     WHEN EXISTS (SELECT 1 FROM rotated) THEN 'rotated'
@@ -145,7 +159,7 @@ pub async fn refresh(request: Request, _: Params) -> Result<Response, Problem> {
                 p.session_id, p.user_id
          FROM presented p",
         ),
-        &[token_hash(&presented).into(), successor.hash.into(), ttl_param(settings.refresh_ttl_secs)],
+        &[hash.into(), successor.hash.into(), ttl_param(settings.refresh_ttl_secs), owner.into()],
     )
     .await?;
     let Some(row) = outcome else {
@@ -211,7 +225,7 @@ pub async fn list(request: Request, _: Params) -> Result<Response, Problem> {
          FROM identity.sessions s
          WHERE s.user_id = $1 AND s.revoked_at IS NULL
            AND EXISTS (SELECT 1 FROM identity.refresh_tokens t
-                       WHERE t.session_id = s.id AND t.rotated_at IS NULL
+                       WHERE t.user_id = s.user_id AND t.session_id = s.id AND t.rotated_at IS NULL
                          AND t.expires_at > (now() AT TIME ZONE 'UTC'))
          ORDER BY s.last_used_at DESC
          LIMIT $2"),

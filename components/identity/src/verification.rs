@@ -86,44 +86,65 @@ pub async fn verify(request: Request, _: Params) -> Result<Response, Problem> {
         return Err(no_such_token());
     }
     let db = Db::connect().await?;
-    let outcome = db.query_opt(
-        &Query::with(
-            &format!("presented AS (
+    let hash = token_hash(&token);
+    // Tokens are kept with their user (on Citus, on the user's shard): find whose it is,
+    // then lock it there.
+    let Some(owner) = db
+        .query_opt(
+            &Query::select(
+                "SELECT user_id FROM identity.email_verifications WHERE token_hash = $1",
+            ),
+            &[hash.clone().into()],
+        )
+        .await?
+    else {
+        return Err(no_such_token());
+    };
+    let owner: Uuid = db::get(&owner, 0)?;
+    let outcome = db
+        .query_opt(
+            &Query::with(
+                &format!(
+                    "presented AS (
                  SELECT v.user_id, v.used_at, v.superseded_at,
                         v.expires_at <= (now() AT TIME ZONE 'UTC') AS expired
                  FROM identity.email_verifications v
-                 WHERE v.token_hash = $1
+                 WHERE v.user_id = $3 AND v.token_hash = $1
                  FOR UPDATE
              ), consumed AS (
                  UPDATE identity.email_verifications v SET used_at = now() AT TIME ZONE 'UTC'
                  FROM presented p
-                 WHERE v.token_hash = $1 AND p.used_at IS NULL AND p.superseded_at IS NULL AND NOT p.expired
+                 WHERE v.user_id = $3 AND v.token_hash = $1
+                   AND p.used_at IS NULL AND p.superseded_at IS NULL AND NOT p.expired
                  RETURNING v.user_id
              ), u AS (
                  UPDATE identity.users u
-                 SET email_verified_at = COALESCE(u.email_verified_at, now() AT TIME ZONE 'UTC'),
+                 SET email_verified_at = LEAST(u.email_verified_at, now() AT TIME ZONE 'UTC'),
                      updated_at = now() AT TIME ZONE 'UTC'
                  FROM consumed c
-                 WHERE u.id = c.user_id
+                 WHERE u.id = $3 AND u.id = c.user_id
                  RETURNING u.*
              ), event AS (
                  INSERT INTO outbox.events (id, aggregate_type, aggregate_id, event_type, payload)
                  SELECT $2, 'identity', id::text, 'user.verified',
                         jsonb_build_object('userId', id, 'email', email, 'fullName', full_name)
                  FROM u
-             )"),
-            &format!("SELECT CASE
+             )"
+                ),
+                &format!(
+                    "SELECT CASE
                         WHEN EXISTS (SELECT 1 FROM u) THEN 'verified'
                         WHEN p.used_at IS NOT NULL THEN 'used'
                         WHEN p.superseded_at IS NOT NULL THEN 'superseded'
                         ELSE 'expired'
                     END,
                     {USER_COLUMNS}
-             FROM presented p LEFT JOIN u ON true"),
-        ),
-        &[token_hash(&token).into(), Uuid::now_v7().into()],
-    )
-    .await?;
+             FROM presented p LEFT JOIN u ON true"
+                ),
+            ),
+            &[hash.into(), Uuid::now_v7().into(), owner.into()],
+        )
+        .await?;
     let Some(row) = outcome else {
         return Err(no_such_token());
     };
@@ -172,7 +193,7 @@ pub async fn resend(request: Request, _: Params) -> Result<Response, Problem> {
         &Query::with(
             "target AS (
              SELECT u.id, u.email, u.full_name, u.email_verified_at,
-                    (SELECT max(v.created_at) FROM identity.email_verifications v WHERE v.user_id = u.id) AS last_sent
+                    (SELECT max(v.created_at) FROM identity.email_verifications v WHERE v.user_id = $1) AS last_sent
              FROM identity.users u
              WHERE u.id = $1
              FOR UPDATE OF u

@@ -143,75 +143,19 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
     let wallet: Uuid = params.uuid("id").ok_or_else(not_found)?;
     let query = parse_query(request.query())?;
     let db = Db::connect_as(&caller).await?;
-    let rows = db.query_all(
-        &Query::select("SELECT w.scale, i.item_id, i.transfer_id, i.kind, i.amount, i.balance_after,
-                i.other_wallet_id, i.other_wallet_kind, i.full_name, i.description, i.created_at,
-                i.version, i.fee, i.hold_id, i.hold_status
-         FROM accounts.accounts w
-         LEFT JOIN LATERAL (
-             SELECT * FROM (
-                 SELECT e.account_version AS version, e.id::text AS item_id, e.transfer_id, t.kind, e.amount,
-                        e.balance_after, other_wallet.id AS other_wallet_id, other_wallet.kind AS other_wallet_kind,
-                        u.full_name, t.description, e.created_at,
-                        CASE WHEN e.account_id = t.from_account_id THEN t.fee END AS fee,
-                        t.hold_id, NULL::text AS hold_status
-                 FROM (SELECT * FROM ledger.entries e
-                       WHERE e.account_id = w.id
-                         AND ($3::int8 IS NULL OR e.account_version < $3::int8)
-                         AND ($4::timestamp IS NULL OR e.created_at >= $4::timestamp)
-                         AND ($5::timestamp IS NULL OR e.created_at < $5::timestamp)
-                       ORDER BY e.account_version DESC
-                       LIMIT $6) e
-                 JOIN ledger.transfers t ON t.id = e.transfer_id
-                 -- The wallet on the other side (a transfer with a fee has a third entry,
-                 -- the platform's fee account, which is nobody's counterparty).
-                 JOIN accounts.accounts other_wallet ON other_wallet.id =
-                     CASE WHEN e.account_id = t.from_account_id THEN t.to_account_id ELSE t.from_account_id END
-                 LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
-                 UNION ALL
-                 -- Holds on the wallet's money and in its favour, where they were placed;
-                 -- they move nothing, so the balance is the one they found.
-                 SELECT h.version, 'hold:' || h.id, h.transfer_id, h.kind, h.signed_amount, h.balance,
-                        other_wallet.id, other_wallet.kind, u.full_name, h.description, h.created_at,
-                        NULL, h.id, ledger.hold_status(h.hold)
-                 FROM (
-                     (SELECT h.payer_version AS version, 'hold-out' AS kind, -h.amount AS signed_amount,
-                             h.payer_balance AS balance, h.payee_account_id AS other, h AS hold, h.*
-                      FROM ledger.holds h
-                      WHERE h.payer_account_id = w.id
-                        AND ($3::int8 IS NULL OR h.payer_version < $3::int8)
-                        AND ($4::timestamp IS NULL OR h.created_at >= $4::timestamp)
-                        AND ($5::timestamp IS NULL OR h.created_at < $5::timestamp)
-                      ORDER BY h.payer_version DESC
-                      LIMIT $6)
-                     UNION ALL
-                     (SELECT h.payee_version, 'hold-in', h.amount, h.payee_balance, h.payer_account_id, h, h.*
-                      FROM ledger.holds h
-                      WHERE h.payee_account_id = w.id
-                        AND ($3::int8 IS NULL OR h.payee_version < $3::int8)
-                        AND ($4::timestamp IS NULL OR h.created_at >= $4::timestamp)
-                        AND ($5::timestamp IS NULL OR h.created_at < $5::timestamp)
-                      ORDER BY h.payee_version DESC
-                      LIMIT $6)
-                 ) h
-                 JOIN accounts.accounts other_wallet ON other_wallet.id = h.other
-                 LEFT JOIN identity.users u ON u.id = other_wallet.owner_id
-             ) items
-             ORDER BY items.version DESC
-             LIMIT $6
-         ) i ON true
-         WHERE w.id = $1 AND w.owner_id = $2 AND w.kind = 'user'
-         ORDER BY i.version DESC"),
-        &[
-            wallet.into(),
-            caller.user_id.into(),
-            query.before_version.map_or(Param::DbNull, Into::into),
-            query.from.map_or(Param::DbNull, Into::into),
-            query.to.map_or(Param::DbNull, Into::into),
-            (query.limit + 1).into(),
-        ],
-    )
-    .await?;
+    let rows = db
+        .query_all(
+            &Query::call("SELECT * FROM ledger.history($1, $2, $3, $4, $5, $6)"),
+            &[
+                wallet.into(),
+                caller.user_id.into(),
+                query.before_version.map_or(Param::DbNull, Into::into),
+                query.from.map_or(Param::DbNull, Into::into),
+                query.to.map_or(Param::DbNull, Into::into),
+                (query.limit + 1).into(),
+            ],
+        )
+        .await?;
     let Some(first) = rows.first() else {
         return Err(not_found());
     };

@@ -103,11 +103,7 @@ pub async fn view(request: Request, params: Params) -> Result<Response, Problem>
     let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
-            &Query::select("SELECT ledger.hold_json(h)
-             FROM ledger.holds h
-             JOIN accounts.accounts payer ON payer.id = h.payer_account_id
-             JOIN accounts.accounts payee ON payee.id = h.payee_account_id
-             WHERE h.id = $1 AND (payer.owner_id = $2 OR payee.owner_id = $2)"),
+            &Query::call("SELECT ledger.hold_json(h) FROM ledger.visible_hold($1, $2) h WHERE h.id IS NOT NULL"),
             &[id.into(), caller.user_id.into()],
         )
         .await?
@@ -129,11 +125,8 @@ struct Placed {
 async fn placed(db: &Db, id: Uuid, caller: Uuid) -> Result<Placed, Problem> {
     let row = db
         .query_opt(
-            &Query::select("SELECT h.payer_account_id, h.payee_account_id, h.currency, h.initiated_by, h.amount
-             FROM ledger.holds h
-             JOIN accounts.accounts payer ON payer.id = h.payer_account_id
-             JOIN accounts.accounts payee ON payee.id = h.payee_account_id
-             WHERE h.id = $1 AND (payer.owner_id = $2 OR payee.owner_id = $2)"),
+            &Query::call("SELECT h.payer_account_id, h.payee_account_id, h.currency, h.initiated_by, h.amount
+             FROM ledger.visible_hold($1, $2) h WHERE h.id IS NOT NULL"),
             &[id.into(), caller.into()],
         )
         .await?

@@ -39,7 +39,7 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 pub async fn run(db: &Db, statement: &str, params: &[Param]) -> Result<Response, Problem> {
     let mut attempt = 1;
     let row = loop {
-        match db.query_one(&Query::select(statement), params).await {
+        match db.query_one(&Query::call(statement), params).await {
             Ok(row) => break row,
             Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => attempt += 1,
             Err(e) if e.is_transient() || e.sqlstate() == Some(LOCK_NOT_AVAILABLE) => {

@@ -16,11 +16,7 @@ pub async fn handle(request: Request, params: Params) -> Result<Response, Proble
     let db = Db::connect_as(&caller).await?;
     let row = db
         .query_opt(
-            &Query::select("SELECT ledger.transfer_json(t)
-             FROM ledger.transfers t
-             JOIN accounts.accounts source ON source.id = t.from_account_id
-             JOIN accounts.accounts destination ON destination.id = t.to_account_id
-             WHERE t.id = $1 AND (source.owner_id = $2 OR destination.owner_id = $2)"),
+            &Query::call("SELECT ledger.transfer_json(t) FROM ledger.visible_transfer($1, $2) t WHERE t.id IS NOT NULL"),
             &[id.into(), caller.user_id.into()],
         )
         .await?

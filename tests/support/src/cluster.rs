@@ -45,6 +45,9 @@ impl LocalCluster {
         }
         let mut postgres = Command::new(bin.join("postgres"));
         as_owner(&mut postgres, owner)
+            // Its own home: a server that connects to others (Citus) reads client
+            // certificates from `~/.postgresql`, and this process's home may be root's.
+            .env("HOME", dir)
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])

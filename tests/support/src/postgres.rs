@@ -5,7 +5,8 @@
 //! at exit, and clusters left by killed runs are swept at the next start.
 //!
 //! Each test gets its own database, cloned from a template migrated once per process by the
-//! real `bridge migrate`.
+//! real `bridge migrate`. With `WASMPAY_E2E_DATABASE=citus` the server is the coordinator
+//! of a three-node Citus cluster (`crate::citus`) and every database is a distributed one.
 
 use std::{
     fs,
@@ -20,6 +21,7 @@ use anyhow::{Context, bail, ensure};
 use tokio_postgres::NoTls;
 
 use crate::{
+    citus,
     cluster::{self, LocalCluster},
     paths,
 };
@@ -87,6 +89,15 @@ fn redact(url: &str) -> String {
 pub fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
+        if citus::wanted() {
+            return Server {
+                host: "127.0.0.1".into(),
+                port: citus::cluster().coordinator_port(),
+                user: "postgres".into(),
+                password: None,
+                local: None,
+            };
+        }
         let server = match std::env::var("DATABASE_URL") {
             Ok(url) if !url.is_empty() => external(&url),
             _ => start_local_cluster(),
@@ -119,7 +130,7 @@ pub struct Database {
 
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
 
-fn next_database_name() -> String {
+pub(crate) fn next_database_name() -> String {
     format!(
         "wasmpay_test_{}_{}",
         std::process::id(),
@@ -129,8 +140,11 @@ fn next_database_name() -> String {
 
 /// An empty database (no migrations), for tests of the migrations themselves.
 pub async fn empty_database() -> anyhow::Result<Database> {
-    let server = server();
     let name = next_database_name();
+    if citus::wanted() {
+        return citus::cluster().empty_database(&name).await;
+    }
+    let server = server();
     server
         .admin()
         .await?
@@ -144,6 +158,9 @@ pub async fn empty_database() -> anyhow::Result<Database> {
 
 /// A database with every migration applied.
 pub async fn migrated_database() -> anyhow::Result<Database> {
+    if citus::wanted() {
+        return citus::cluster().migrated_database().await;
+    }
     static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     // Postgres refuses concurrent copies of one template; clones are quick, so take turns.
     static CLONING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
