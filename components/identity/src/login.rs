@@ -57,16 +57,22 @@ pub async fn handle(request: Request, _: Params) -> Result<Response, Problem> {
     if failures >= settings.login_max_failures {
         return Err(throttled(retry_after));
     }
-    // The address's owner (identity.email_addresses), then the owner's password hash: each a
-    // look-up by the key its table is distributed by on Citus.
-    let account = match email_key {
+    // The address's owner (identity.email_addresses), then the owner's password hash: two
+    // look-ups, each by the key its table is distributed by on Citus (one with the other as a
+    // subquery would ask every shard of users there).
+    let owner = match email_key {
         Some(key) => db
-            .query_opt(
-                &Query::select("SELECT u.id, u.password_hash FROM identity.users u
-                 WHERE u.id = (SELECT a.user_id FROM identity.email_addresses a WHERE a.email_key = $1)"),
-                &[key.into()],
-            )
-            .await?,
+            .query_opt(&Query::select("SELECT user_id FROM identity.email_addresses WHERE email_key = $1"), &[key.into()])
+            .await?
+            .map(|row| db::get::<Uuid>(&row, 0))
+            .transpose()?,
+        None => None,
+    };
+    let account = match owner {
+        Some(owner) => {
+            db.query_opt(&Query::select("SELECT u.id, u.password_hash FROM identity.users u WHERE u.id = $1"), &[owner.into()])
+                .await?
+        }
         None => None,
     };
     let user_id: Option<Uuid> = account.as_ref().map(|row| db::get(row, 0)).transpose()?;

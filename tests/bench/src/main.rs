@@ -1,6 +1,7 @@
 //! `wasmpay-bench`: the benchmarks behind BENCHMARKS.md. Build the components first
 //! (`cargo xtask build`), then e.g. `cargo run -p wasmpay-bench -- login`.
 
+mod citus;
 mod client;
 mod cpu;
 mod holds;
@@ -31,6 +32,16 @@ enum Bench {
         cost: u32,
         #[arg(long, default_value_t = 20)]
         samples: usize,
+    },
+    /// ledger.transfer through pgbench and POST /transfers under Spin, on PostgreSQL and on a three-node Citus
+    /// cluster (wallets on one shard, and on two workers), in alternating rounds, with each node's CPU per transfer.
+    #[command(verbatim_doc_comment)]
+    Citus {
+        /// Measured seconds per round and case.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
     },
     /// POST /transfers at 32 clients over 10,000 wallets, uniform and with one hot wallet, and GET /transfers/health,
     /// under real Spin (`spin up`, when the Spin CLI is found) and under wasmpay-host, against pgbench calling
@@ -148,6 +159,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.bench {
             Bench::Login { cost, samples } => login::run(cost, samples).await,
+            Bench::Citus { seconds, rounds } => citus::run(seconds, rounds).await,
             Bench::Transfers {
                 seconds,
                 pin,

@@ -88,6 +88,26 @@ impl Platform {
         })
     }
 
+    /// A (migrated) database this process started by other means, e.g. a Citus coordinator: servers started
+    /// here connect to `database_url` at `host_port`.
+    pub fn serving(database_url: &str, host_port: &str) -> anyhow::Result<Self> {
+        let variables = [
+            ("db_url", database_url.to_owned()),
+            ("db_host", host_port.to_owned()),
+            ("jwt_secret", JWT_SECRET.to_owned()),
+            ("event_encryption_key", "YmVuY2gtZXZlbnQta2V5LTMyLWJ5dGVzLWxvbmchISE=".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Ok(Self {
+            cluster: None,
+            database_url: database_url.to_owned(),
+            variables,
+            dir: TempDir::new()?,
+        })
+    }
+
     /// A database someone else runs (already migrated, used by the server under test): nothing is started.
     pub fn external(database_url: &str) -> anyhow::Result<Self> {
         Ok(Self {
@@ -110,7 +130,7 @@ impl Platform {
 
     /// Serves the components from the release wasm builds under `runtime`, with the same variables either way.
     pub async fn serve(&self, runtime: Runtime) -> anyhow::Result<Server> {
-        anyhow::ensure!(self.cluster.is_some(), "servers are started only on a database this process started");
+        anyhow::ensure!(self.variables.contains_key("db_url"), "servers are started only on a database this process started");
         let sources = paths::COMPONENTS.iter().map(|c| ((*c).to_owned(), paths::component(c))).collect();
         let build = Build {
             manifest: paths::repo_root().join("spin.toml"),

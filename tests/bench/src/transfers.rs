@@ -46,12 +46,16 @@ SELECT bench.user_id(n), 'user' || n || '@bench.example', 'user' || n || '@bench
 FROM generate_series(1, $WALLETS) n;
 -- A live session per user, as after a login: every authenticated statement checks it.
 INSERT INTO identity.sessions (id, user_id) SELECT bench.session_id(n), bench.user_id(n) FROM generate_series(1, $WALLETS) n;
-INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
-SELECT sha256(convert_to('bench-refresh-' || n, 'UTF8')), bench.session_id(n), (now() AT TIME ZONE 'UTC') + interval '30 days'
+INSERT INTO identity.refresh_tokens (token_hash, user_id, session_id, expires_at)
+SELECT sha256(convert_to('bench-refresh-' || n, 'UTF8')), bench.user_id(n), bench.session_id(n),
+       (now() AT TIME ZONE 'UTC') + interval '30 days'
 FROM generate_series(1, $WALLETS) n;
-INSERT INTO accounts.accounts (id, kind, currency, scale) VALUES (gen_random_uuid(), 'settlement', 'USD', 2);
+INSERT INTO identity.email_addresses (email_key, user_id)
+SELECT 'user' || n || '@bench.example', bench.user_id(n) FROM generate_series(1, $WALLETS) n;
 INSERT INTO accounts.accounts (id, kind, owner_id, currency, scale)
 SELECT bench.account_id(n), 'user', bench.user_id(n), 'USD', 2 FROM generate_series(1, $WALLETS) n;
+INSERT INTO accounts.owner_wallets (owner_id, currency, account_id)
+SELECT bench.user_id(n), 'USD', bench.account_id(n) FROM generate_series(1, $WALLETS) n;
 -- Fund through the engine, so the books balance from the start.
 SELECT count(*) FROM generate_series(1, $WALLETS) n,
     LATERAL ledger.settle('deposit', bench.user_id(n), 'seed-' || n, sha256(convert_to('seed-' || n, 'UTF8')), 86400,
@@ -76,12 +80,12 @@ pub enum Sql {
 impl Sql {
     /// The statement, with pgbench expressions for the component's parameters: the same
     /// text `wasmpay_common::db::Query` produces for the component.
-    fn statement(self) -> String {
+    pub(crate) fn statement(self) -> String {
         use wasmpay_common::db::Query;
         let call = "SELECT status, body, problem, replayed FROM ledger.transfer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
         let text = match self {
             Sql::Bare => call.to_owned(),
-            Sql::ForCaller => Query::select(call).session_checked(14),
+            Sql::ForCaller => Query::call(call).session_checked(14),
         };
         let arguments = [
             "bench.user_id(:a)", "gen_random_uuid()::text", "sha256(convert_to(:a || '-' || :b, 'UTF8'))", "86400",

@@ -325,9 +325,9 @@ async fn the_session_check_runs_whatever_the_query_matches() {
     postgres::execute(&client, "INSERT INTO identity.sessions (id, user_id) VALUES ($1, $2)", &[session.clone(), user.clone()]).await.unwrap();
     postgres::execute(
         &client,
-        "INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at)
-         VALUES (sha256('t'), $1, (now() AT TIME ZONE 'UTC') + interval '1 hour')",
-        &[session.clone()],
+        "INSERT INTO identity.refresh_tokens (token_hash, user_id, session_id, expires_at)
+         VALUES (sha256('t'), $2, $1, (now() AT TIME ZONE 'UTC') + interval '1 hour')",
+        &[session.clone(), user.clone()],
     )
     .await
     .unwrap();

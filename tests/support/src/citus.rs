@@ -26,18 +26,25 @@ use crate::{
 
 const DIR_PREFIX: &str = "wasmpay-citus-";
 
-/// Settings of every node. Two-phase commit needs prepared transactions; shard moves during
-/// a rebalance use logical replication; a throwaway cluster needs no durability. Eight
-/// shards per table (32 by default) keep a test database quick to clone.
-const SETTINGS: &[&str] = &[
+/// What every Citus node needs: the extension preloaded, prepared transactions for two-phase
+/// commit (as many as connections), logical replication for online shard moves.
+pub const NODE_SETTINGS: &[&str] = &[
     "shared_preload_libraries=citus",
     "citus.enable_statistics_collection=off",
-    "citus.shard_count=8",
     "max_connections=500",
     "max_prepared_transactions=500",
     "wal_level=logical",
     "max_replication_slots=20",
     "max_wal_senders=20",
+];
+
+/// And for the tests: no durability; eight shards per table (32 by default) to keep a test
+/// database quick to clone; and room for a background worker per database (Citus runs a
+/// maintenance daemon in each, which also starts a rebalance's jobs), as a test run leaves
+/// a database per test.
+const TEST_SETTINGS: &[&str] = &[
+    "citus.shard_count=8",
+    "max_worker_processes=256",
     "fsync=off",
     "synchronous_commit=off",
     "full_page_writes=off",
@@ -149,34 +156,7 @@ impl Citus {
     /// A database on every node with the extension created and the workers registered on
     /// the coordinator: what an operator prepares before `bridge migrate`.
     pub async fn empty_database(&self, name: &str) -> anyhow::Result<Database> {
-        let ports = self.ports();
-        for &port in &ports {
-            let admin = connect(&node_url(port, "postgres")).await?;
-            admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .await?;
-            connect(&node_url(port, name))
-                .await?
-                .batch_execute("CREATE EXTENSION citus")
-                .await?;
-        }
-        let coordinator = connect(&self.coordinator_url(name)).await?;
-        coordinator
-            .execute(
-                "SELECT citus_set_coordinator_host('127.0.0.1', $1)",
-                &[&i32::from(ports[0])],
-            )
-            .await
-            .context("cannot register the coordinator")?;
-        for &port in &ports[1..] {
-            coordinator
-                .execute(
-                    "SELECT citus_add_node('127.0.0.1', $1)",
-                    &[&i32::from(port)],
-                )
-                .await
-                .with_context(|| format!("cannot add the worker on port {port}"))?;
-        }
+        prepare_database(&self.ports(), name).await?;
         Ok(Database {
             url: self.coordinator_url(name),
             name: name.to_owned(),
@@ -230,7 +210,8 @@ impl Citus {
 
 fn start_node(root: &Path, name: &str) -> anyhow::Result<LocalCluster> {
     let dir = root.join(name);
-    let node = LocalCluster::start(&dir, cluster::free_port()?, SETTINGS).with_context(|| {
+    let settings: Vec<&str> = NODE_SETTINGS.iter().chain(TEST_SETTINGS).copied().collect();
+    let node = LocalCluster::start(&dir, cluster::free_port()?, &settings).with_context(|| {
         format!("cannot start the Citus {name} (is Citus installed? .ci/run installs it)")
     })?;
     RUNNING
@@ -238,6 +219,28 @@ fn start_node(root: &Path, name: &str) -> anyhow::Result<LocalCluster> {
         .unwrap_or_else(|p| p.into_inner())
         .push((node.pid(), dir));
     Ok(node)
+}
+
+/// Creates `name` with the extension on every node of `ports` (the coordinator first) and
+/// registers the coordinator and the workers in it.
+pub async fn prepare_database(ports: &[u16], name: &str) -> anyhow::Result<()> {
+    for &port in ports {
+        let admin = connect(&node_url(port, "postgres")).await?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
+        connect(&node_url(port, name)).await?.batch_execute("CREATE EXTENSION citus").await?;
+    }
+    let coordinator = connect(&node_url(ports[0], name)).await?;
+    coordinator
+        .execute("SELECT citus_set_coordinator_host('127.0.0.1', $1)", &[&i32::from(ports[0])])
+        .await
+        .context("cannot register the coordinator")?;
+    for &port in &ports[1..] {
+        coordinator
+            .execute("SELECT citus_add_node('127.0.0.1', $1)", &[&i32::from(port)])
+            .await
+            .with_context(|| format!("cannot add the worker on port {port}"))?;
+    }
+    Ok(())
 }
 
 fn node_url(port: u16, database: &str) -> String {
