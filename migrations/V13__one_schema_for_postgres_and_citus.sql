@@ -5,8 +5,9 @@
 -- What both get is a schema whose statements each reach one shard:
 --
 -- * Every statement a request runs names its rows by the column a table is distributed by.
---   Rows are locked one statement per row, in id order: Citus runs a multi-row statement on
---   its shards at once, in no fixed order, and refuses multi-shard `FOR UPDATE`.
+--   On Citus, rows are locked one statement per row, in id order (ledger.lock_wallets):
+--   Citus runs a multi-row statement on its shards at once, in no fixed order, and refuses
+--   a multi-shard `FOR UPDATE`.
 -- * Look-ups that used a unique index on another column go through a table keyed by it:
 --   identity.email_addresses (e-mail → user), accounts.owner_wallets (owner and currency →
 --   active wallet), accounts.system_accounts (kind and currency → settlement or fee
@@ -64,10 +65,8 @@ ALTER TABLE identity.refresh_tokens ALTER COLUMN user_id SET NOT NULL;
 -- `p_id`, or on Citus an id like it (a UUIDv7 keeps its time) that hashes to the shard of
 -- `p_near`. Replaced below when the database is distributed.
 CREATE FUNCTION accounts.id_on_shard_of(p_id UUID, p_near UUID) RETURNS UUID
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    RETURN p_id;
-END;
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_id
 $$;
 
 -- The settlement or fee account of a currency, opened on first use. The directory row is
@@ -102,21 +101,14 @@ BEGIN
 END;
 $$;
 
--- Locks the wallets `p_ids` (NULLs skipped) one statement each, in id order, and returns
--- them as locked: two postings over the same wallets lock them in the same order, so
--- A→B and B→A cannot deadlock, on one server or across Citus workers.
+-- Locks the wallets `p_ids` (NULLs skipped) in id order and returns them as locked: two
+-- postings over the same wallets lock them in the same order, so A→B and B→A cannot
+-- deadlock. One statement here; on Citus, which runs a statement's shards at once and
+-- refuses a multi-shard `FOR UPDATE`, one statement per wallet (replaced below).
 CREATE FUNCTION ledger.lock_wallets(p_ids UUID[]) RETURNS SETOF accounts.accounts
 LANGUAGE plpgsql AS $$
-DECLARE
-    wallet UUID;
-    locked accounts.accounts;
 BEGIN
-    FOR wallet IN SELECT DISTINCT id FROM unnest(p_ids) AS id WHERE id IS NOT NULL ORDER BY id LOOP
-        SELECT * INTO locked FROM accounts.accounts WHERE id = wallet FOR UPDATE;
-        IF FOUND THEN
-            RETURN NEXT locked;
-        END IF;
-    END LOOP;
+    RETURN QUERY SELECT * FROM accounts.accounts WHERE id = ANY (p_ids) ORDER BY id FOR UPDATE;
 END;
 $$;
 
@@ -251,9 +243,8 @@ BEGIN
     WHERE id = p_to
     RETURNING balance, version INTO to_balance, to_version;
     INSERT INTO ledger.entries (transfer_id, account_id, amount, balance_after, account_version, created_at)
-    VALUES (posted.id, p_from, -(p_amount + p_fee), from_balance, from_version, stamp);
-    INSERT INTO ledger.entries (transfer_id, account_id, amount, balance_after, account_version, created_at)
-    VALUES (posted.id, p_to, p_amount, to_balance, to_version, stamp);
+    VALUES (posted.id, p_from, -(p_amount + p_fee), from_balance, from_version, stamp),
+           (posted.id, p_to, p_amount, to_balance, to_version, stamp);
     IF p_fee > 0 THEN
         UPDATE accounts.accounts
         SET balance = balance + p_fee, version = version + 1, updated_at = stamp
@@ -1176,6 +1167,21 @@ BEGIN
                       'accounts.accounts', 'accounts.owner_wallets', 'accounts.system_accounts',
                       'ledger.entries', 'ledger.transfers', 'ledger.holds', 'ledger.idempotency_keys',
                       'outbox.events']::regclass[]) AS t;
+
+    CREATE OR REPLACE FUNCTION ledger.lock_wallets(p_ids UUID[]) RETURNS SETOF accounts.accounts
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        wallet UUID;
+        locked accounts.accounts;
+    BEGIN
+        FOR wallet IN SELECT DISTINCT id FROM unnest(p_ids) AS id WHERE id IS NOT NULL ORDER BY id LOOP
+            SELECT * INTO locked FROM accounts.accounts WHERE id = wallet FOR UPDATE;
+            IF FOUND THEN
+                RETURN NEXT locked;
+            END IF;
+        END LOOP;
+    END;
+    $$;
 
     -- A draw is a fresh random tail until the id hashes to the wanted shard: with n shards
     -- n tries on average, each a hash and a range look-up on the coordinator.

@@ -46,11 +46,9 @@ CREATE TYPE ledger.posting_result AS (
 --
 
 CREATE FUNCTION accounts.id_on_shard_of(p_id uuid, p_near uuid) RETURNS uuid
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE sql IMMUTABLE
     AS $$
-BEGIN
-    RETURN p_id;
-END;
+    SELECT p_id
 $$;
 
 --
@@ -777,16 +775,8 @@ $$;
 CREATE FUNCTION ledger.lock_wallets(p_ids uuid[]) RETURNS SETOF accounts.accounts
     LANGUAGE plpgsql
     AS $$
-DECLARE
-    wallet UUID;
-    locked accounts.accounts;
 BEGIN
-    FOR wallet IN SELECT DISTINCT id FROM unnest(p_ids) AS id WHERE id IS NOT NULL ORDER BY id LOOP
-        SELECT * INTO locked FROM accounts.accounts WHERE id = wallet FOR UPDATE;
-        IF FOUND THEN
-            RETURN NEXT locked;
-        END IF;
-    END LOOP;
+    RETURN QUERY SELECT * FROM accounts.accounts WHERE id = ANY (p_ids) ORDER BY id FOR UPDATE;
 END;
 $$;
 
@@ -1004,9 +994,8 @@ BEGIN
     WHERE id = p_to
     RETURNING balance, version INTO to_balance, to_version;
     INSERT INTO ledger.entries (transfer_id, account_id, amount, balance_after, account_version, created_at)
-    VALUES (posted.id, p_from, -(p_amount + p_fee), from_balance, from_version, stamp);
-    INSERT INTO ledger.entries (transfer_id, account_id, amount, balance_after, account_version, created_at)
-    VALUES (posted.id, p_to, p_amount, to_balance, to_version, stamp);
+    VALUES (posted.id, p_from, -(p_amount + p_fee), from_balance, from_version, stamp),
+           (posted.id, p_to, p_amount, to_balance, to_version, stamp);
     IF p_fee > 0 THEN
         UPDATE accounts.accounts
         SET balance = balance + p_fee, version = version + 1, updated_at = stamp
