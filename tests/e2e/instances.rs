@@ -284,9 +284,18 @@ async fn a_trap_ends_the_requests_sharing_its_instance_and_a_replay_recovers_eac
     let lock = WalletLock::take(&app, &to).await;
     let keys: Vec<String> = (0..3).map(|_| key()).collect();
     // Undocumented: a request ended by the trap answers Spin's empty 500.
-    let blocked = join_all(keys.iter().map(|k| payment(&app, &alice, k, &from, &to, "1.00").undocumented().send()));
+    // One after the other, each once the one before waits for the lock: requests that arrive
+    // together may each start an instance of their own before the first is ready, and then
+    // none need share the trapping one's.
+    let blocked = join_all(keys.iter().enumerate().map(|(i, k)| {
+        let (app, alice, from, to) = (&app, &alice, &from, &to);
+        async move {
+            until_waiting_for_locks(app, i as i64).await;
+            payment(app, alice, k, from, to, "1.00").undocumented().send().await
+        }
+    }));
     let trap = async {
-        until_waiting_for_locks(&app, 1).await;
+        until_waiting_for_locks(&app, keys.len() as i64).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let trapped = payment(&app, &alice, &key(), &from, &to, "13.13").undocumented().send().await;
         lock.release().await;
