@@ -1,7 +1,7 @@
 //! The ledger on Citus (migrations/V13): what `bridge migrate` distributes on a coordinator,
 //! where a posting's rows land, and a worker added and shards rebalanced while transfers
-//! run. These tests need the three-node cluster of `WASMPAY_E2E_DATABASE=citus` (`cargo
-//! xtask test` runs them in its Citus pass, under Spin); elsewhere they start it themselves.
+//! run. These tests need the three-node cluster of `WASMPAY_E2E_DATABASE=citus`: `cargo
+//! xtask test` runs them in its Citus pass, under Spin, and leaves them out of the others.
 
 use std::{
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
