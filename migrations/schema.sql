@@ -227,7 +227,8 @@ BEGIN
     IF fee > 0 THEN
         fee_account := ledger.fee_account(hold.currency, hold.scale);
     END IF;
-    FOR locked IN SELECT * FROM ledger.lock_wallets(ARRAY[hold.payer_account_id, hold.payee_account_id, fee_account]) LOOP
+    FOR locked IN SELECT * FROM accounts.accounts
+                  WHERE id IN (hold.payer_account_id, hold.payee_account_id, fee_account) ORDER BY id FOR UPDATE LOOP
         IF locked.id = hold.payer_account_id THEN
             payer := locked;
         ELSIF locked.id = hold.payee_account_id THEN
@@ -769,18 +770,6 @@ END;
 $$;
 
 --
--- Name: lock_wallets(uuid[]); Type: FUNCTION; Schema: ledger; Owner: -
---
-
-CREATE FUNCTION ledger.lock_wallets(p_ids uuid[]) RETURNS SETOF accounts.accounts
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    RETURN QUERY SELECT * FROM accounts.accounts WHERE id = ANY (p_ids) ORDER BY id FOR UPDATE;
-END;
-$$;
-
---
 -- Name: owner_name(uuid); Type: FUNCTION; Schema: ledger; Owner: -
 --
 
@@ -842,7 +831,7 @@ BEGIN
     IF target = p_from THEN
         RETURN ledger.settle_key(p_user, p_key, 422, NULL, 'same-account');
     END IF;
-    FOR locked IN SELECT * FROM ledger.lock_wallets(ARRAY[p_from, target]) LOOP
+    FOR locked IN SELECT * FROM accounts.accounts WHERE id IN (p_from, target) ORDER BY id FOR UPDATE LOOP
         IF locked.id = p_from THEN
             payer := locked;
         ELSE
@@ -1046,7 +1035,8 @@ BEGIN
     IF refund_amount <= 0 OR original.refunded_amount + refund_amount > original.amount THEN
         RETURN ledger.settle_key(p_user, p_key, 422, NULL, 'refund-exceeds-transfer');
     END IF;
-    FOR locked IN SELECT * FROM ledger.lock_wallets(ARRAY[original.from_account_id, original.to_account_id]) LOOP
+    FOR locked IN SELECT * FROM accounts.accounts
+                  WHERE id IN (original.from_account_id, original.to_account_id) ORDER BY id FOR UPDATE LOOP
         IF locked.id = original.to_account_id THEN
             refunder := locked;
         ELSE
@@ -1123,7 +1113,7 @@ BEGIN
         RETURN ledger.settle_key(p_user, p_key, 422, NULL, 'amount-too-precise');
     END IF;
     settlement := accounts.system_account('settlement', wallet.currency, wallet.scale);
-    FOR locked IN SELECT * FROM ledger.lock_wallets(ARRAY[p_account, settlement]) LOOP
+    FOR locked IN SELECT * FROM accounts.accounts WHERE id IN (p_account, settlement) ORDER BY id FOR UPDATE LOOP
         IF locked.id = p_account THEN
             wallet := locked;
         END IF;
@@ -1210,7 +1200,7 @@ BEGIN
         SELECT scale INTO fee_scale FROM accounts.accounts WHERE id = p_from;
         fee_account := ledger.fee_account(p_currency, fee_scale);
     END IF;
-    FOR locked IN SELECT * FROM ledger.lock_wallets(ARRAY[p_from, target, fee_account]) LOOP
+    FOR locked IN SELECT * FROM accounts.accounts WHERE id IN (p_from, target, fee_account) ORDER BY id FOR UPDATE LOOP
         IF locked.id = p_from THEN
             source := locked;
         ELSIF locked.id = target THEN
