@@ -30,7 +30,7 @@ use wasmpay_test_support::{
 use crate::{
     client::{Client, percentiles},
     cpu,
-    platform::{JWT_SECRET, Platform, Runtime, Server},
+    platform::{JWT_SECRET, Platform, Runtime, Server, TempDir},
     transfers::{CLIENTS, Sql, WALLETS, pgbench_run, seed, token, uuid},
 };
 
@@ -67,24 +67,12 @@ impl Case {
 /// Three nodes started here with the same settings as the bench's PostgreSQL server.
 struct Cluster {
     nodes: Vec<LocalCluster>,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    _dir: TempDir,
 }
 
 impl Cluster {
     async fn start() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("wasmpay-bench-citus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let dir = tempdir::Dir(dir);
+        let dir = TempDir::named("bench-citus")?;
         let settings: Vec<&str> = citus::NODE_SETTINGS.iter().copied().chain(["shared_buffers=256MB"]).collect();
         let mut nodes = Vec::new();
         for name in ["coordinator", "worker-1", "worker-2"] {

@@ -28,11 +28,16 @@ pub struct Platform {
 }
 
 /// A directory removed on drop.
-struct TempDir(std::path::PathBuf);
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
 impl TempDir {
     fn new() -> anyhow::Result<Self> {
-        let dir = Self(std::env::temp_dir().join(format!("wasmpay-bench-{}", std::process::id())));
+        Self::named("bench")
+    }
+
+    /// `wasmpay-<label>-<pid>` in the temporary directory.
+    pub(crate) fn named(label: &str) -> anyhow::Result<Self> {
+        let dir = Self(std::env::temp_dir().join(format!("wasmpay-{label}-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0)?;
         Ok(dir)
     }
