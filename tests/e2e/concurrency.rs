@@ -52,6 +52,7 @@ async fn a_storm_of_transfers_keeps_the_books_balanced() {
             // Clients 2k and 2k+1 share a pair of wallets and send in opposite directions.
             let pair = (1 + (client / 2) * 2 % (WALLETS - 2), 2 + (client / 2) * 2 % (WALLETS - 2));
             let mut statuses: BTreeMap<(u16, String), usize> = BTreeMap::new();
+            let mut waits = Vec::with_capacity(TRANSFERS_PER_CLIENT);
             for _ in 0..TRANSFERS_PER_CLIENT {
                 let (from, to) = match random.below(4) {
                     0 => {
@@ -69,6 +70,7 @@ async fn a_storm_of_transfers_keeps_the_books_balanced() {
                 let cents = 1 + random.below(2_000);
                 let amount = format!("{}.{:02}", cents / 100, cents % 100);
                 let (sender, source) = &people[from];
+                let sent = Instant::now();
                 let reply = app
                     .post("/transfers")
                     .bearer(&sender.access)
@@ -76,26 +78,35 @@ async fn a_storm_of_transfers_keeps_the_books_balanced() {
                     .json(&json!({ "fromAccountId": source, "toAccountId": people[to].1, "amount": amount, "currency": "USD" }))
                     .send()
                     .await;
+                waits.push(sent.elapsed());
                 let problem = if reply.status == 201 { String::new() } else { reply.problem() };
                 *statuses.entry((reply.status, problem)).or_default() += 1;
             }
-            statuses
+            (statuses, waits)
         }
     });
     let mut totals: BTreeMap<(u16, String), usize> = BTreeMap::new();
-    for statuses in join_all(clients).await {
+    let mut waits = Vec::new();
+    for (statuses, client_waits) in join_all(clients).await {
+        waits.extend(client_waits);
         for (outcome, n) in statuses {
             *totals.entry(outcome).or_default() += n;
         }
     }
+    // How long the answers took, printed and repeated in a failure's message: a hot
+    // wallet's queue shows here.
+    waits.sort();
+    let at = |share: f64| waits[((waits.len() - 1) as f64 * share) as usize].as_millis();
+    let latency = format!("answered in p50 {} ms, p99 {} ms, max {} ms", at(0.5), at(0.99), at(1.0));
+    eprintln!("the storm: {totals:?}; {latency}");
     let created = totals.get(&(201, String::new())).copied().unwrap_or(0);
     let unexpected: Vec<_> = totals
         .iter()
         .filter(|((status, problem), _)| !(*status == 201 || (*status == 422 && problem == "insufficient-funds")))
         .collect();
-    assert!(unexpected.is_empty(), "unexpected outcomes (5xx included): {unexpected:?}");
+    assert!(unexpected.is_empty(), "unexpected outcomes (5xx included): {unexpected:?}; {latency}");
     assert_eq!(totals.values().sum::<usize>(), CLIENTS * TRANSFERS_PER_CLIENT);
-    assert!(created > CLIENTS * TRANSFERS_PER_CLIENT / 2, "most transfers succeed: {totals:?}");
+    assert!(created > CLIENTS * TRANSFERS_PER_CLIENT / 2, "most transfers succeed: {totals:?}; {latency}");
     assert_eq!(
         count(&app, "SELECT count(*) FROM ledger.transfers WHERE kind = 'transfer'").await,
         created as i64,

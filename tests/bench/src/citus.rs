@@ -4,7 +4,10 @@
 //! - pgbench calling `ledger.transfer` (with the caller's session check, as the component
 //!   sends it), 32 clients: on PostgreSQL; on Citus between wallets on one shard; on Citus
 //!   between wallets on two workers;
-//! - `POST /transfers` under Spin against each, the same three ways.
+//! - `POST /transfers` under Spin against each, the same three ways;
+//! - pgbench with one hot wallet on one side of every transfer, on PostgreSQL and on Citus:
+//!   a wallet's postings serialize on its row lock, so this rate is 1 / (how long a posting
+//!   holds its wallets), the ceiling of one wallet.
 //!
 //! The wallets are the transfers bench's 10,000 (seeded with fixed ids), of which the ones
 //! that hash to their owner's shard are used, as every wallet opened through the API does
@@ -146,9 +149,18 @@ async fn choose_pairs(citus: &tokio_postgres::Client, plain: &tokio_postgres::Cl
             cross.push((a, b));
         }
     }
+    // The hot wallet is the first placed one; the other side is any other, either direction.
+    let hot_wallet = placed[0].0;
+    let mut hot = Vec::new();
+    while hot.len() < PAIRS {
+        let other = placed[next(placed.len())].0;
+        if other != hot_wallet {
+            hot.push(if next(2) == 0 { (hot_wallet, other) } else { (other, hot_wallet) });
+        }
+    }
     for db in [citus, plain] {
         db.batch_execute("CREATE TABLE bench.pairs (kind TEXT, i INT, a INT, b INT, PRIMARY KEY (kind, i))").await?;
-        for (kind, pairs) in [("same", &same), ("cross", &cross)] {
+        for (kind, pairs) in [("same", &same), ("cross", &cross), ("hot", &hot)] {
             for (i, (a, b)) in pairs.iter().enumerate() {
                 db.execute("INSERT INTO bench.pairs VALUES ($1, $2, $3, $4)", &[&kind, &(i as i32 + 1), a, b]).await?;
             }
@@ -274,6 +286,23 @@ pub async fn run(seconds: u64, rounds: u32) -> anyhow::Result<()> {
             sql.push((case, Measured { per_sec: measured.per_sec, p50_ms: measured.p50_ms, p99_ms: measured.p99_ms, cpu_ms }));
         }
     }
+    // One hot wallet in every transfer: the rate one wallet's postings reach.
+    let mut hot: Vec<(&str, f64, f64, f64)> = Vec::new();
+    for round in 1..=rounds {
+        let mut order = [("PostgreSQL", plain.database_url.clone()), ("Citus", cluster.url())];
+        order.rotate_left(round as usize % 2);
+        for (label, url) in order {
+            let measured = pgbench_run(&plain, &format!("citus-hot-{label}-{round}"), &script("hot"), &url, duration)?;
+            println!(
+                "pgbench round {round} hot wallet, {label:<10} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  (a posting holds the wallet {:.2} ms)",
+                measured.per_sec,
+                measured.p50_ms,
+                measured.p99_ms,
+                1e3 / measured.per_sec
+            );
+            hot.push((label, measured.per_sec, measured.p50_ms, measured.p99_ms));
+        }
+    }
     for db in [&plain_db, &citus_db] {
         let broken: i64 = db.query_one("SELECT coalesce(sum(violations), 0)::int8 FROM ledger.check_invariants()", &[]).await?.get(0);
         ensure!(broken == 0, "the books do not balance after pgbench");
@@ -343,6 +372,18 @@ pub async fn run(seconds: u64, rounds: u32) -> anyhow::Result<()> {
             cpu_ms_text(&cpu),
             median(web.iter().map(|w| w.1).collect()),
             median(web.iter().map(|w| w.2).collect()),
+        );
+    }
+    println!("\n| one hot wallet in every transfer (pgbench) | /s | p50 ms | p99 ms | ms a posting holds the wallet |");
+    println!("|---|---|---|---|---|");
+    for label in ["PostgreSQL", "Citus"] {
+        let of: Vec<&(&str, f64, f64, f64)> = hot.iter().filter(|h| h.0 == label).collect();
+        let per_sec = median(of.iter().map(|h| h.1).collect());
+        println!(
+            "| {label} | {per_sec:.0} | {:.2} | {:.2} | {:.2} |",
+            median(of.iter().map(|h| h.2).collect()),
+            median(of.iter().map(|h| h.3).collect()),
+            1e3 / per_sec
         );
     }
     Ok(())
